@@ -1,0 +1,102 @@
+"""Checkpoints: atomic training state for resume, and safetensors exports that carry their config.
+
+Training state (`*_state.pt`) is one dict: model, EMA, optimizer, step, RNG state, config and format
+version, written to a temporary file and renamed into place, so a kill leaves either the old or the
+new file, never half of one. It is read with `torch.load(weights_only=True)`, which refuses any
+pickle that would build arbitrary objects, so a tampered file cannot run code. Finished models are
+exported as safetensors (tensors only) with the config as JSON metadata. Every failure to read or
+match a file is a UserError that names the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from catdog.errors import UserError
+
+FORMAT_VERSION = 1
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), fsync, then rename onto path (atomic on POSIX)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Atomically save a training-state dict (tensors, numbers, strings, lists, dicts only)."""
+    atomic_write(path, lambda tmp: torch.save({"format_version": FORMAT_VERSION, **state}, tmp))
+
+
+def load_state(path: Path, expected_config: dict, sections: tuple[str, ...]) -> dict:
+    """Load a training state safely and check that its config matches in `sections`."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, pickle refused by weights_only, ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: unreadable or unsafe checkpoint ({reason[:200]}); "
+                        "delete it or rerun with --force") from None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path}: not a catdog checkpoint of format {FORMAT_VERSION}")
+    check_config_matches(path, state.get("config", {}), expected_config, sections)
+    return state
+
+
+def check_config_matches(path: Path, found: dict, expected: dict, sections: tuple[str, ...]) -> None:
+    """Raise a UserError naming the first differing field between two config dicts."""
+    for section in sections:
+        a, b = found.get(section, {}), expected.get(section, {})
+        for name in sorted(set(a) | set(b)):
+            va, vb = _plain(a.get(name)), _plain(b.get(name))
+            if va != vb:
+                raise UserError(f"{path} was trained with {name}={va}, but this run asks for {vb}; "
+                                "rerun with --force to retrain, or use another --run-dir")
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def save_weights(path: Path, tensors: dict[str, torch.Tensor], config: dict, **metadata: str) -> None:
+    """Export tensors as safetensors with the config (JSON) and extra string metadata."""
+    meta = {"format_version": str(FORMAT_VERSION), "config": json.dumps(config), **metadata}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict, dict[str, str]]:
+    """Read a safetensors export -> (tensors, config dict, metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        tensors = load_file(str(path))
+        config = json.loads(meta["config"])
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        raise UserError(f"{path}: unreadable weights file ({type(e).__name__}: {e})") from None
+    return tensors, config, meta
+
+
+def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """load_state_dict with a clear error naming the file if the shapes or names differ."""
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise UserError(f"{path}: weights do not fit this model ({' '.join(first[:2])[:300]})") from None

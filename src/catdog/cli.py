@@ -1,0 +1,194 @@
+"""Command line: argparse subcommands that only parse and call.
+
+    catdog run              train what is missing (autoencoder, diffusion), then write the figures
+    catdog train-ae         the autoencoder stage only
+    catdog train-diffusion  the autoencoder (if missing) and diffusion stages
+    catdog sample           images of one class from a trained run, as a PNG grid and/or .npz
+    catdog visualize        rewrite the figures of a trained run
+    catdog evaluate         FID / KID / class fidelity / reconstruction metrics -> eval.json
+
+User errors print one line on stderr and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from catdog.config import PRESETS, Config, all_fields, config_to_dict, override
+from catdog.errors import UserError
+
+EXAMPLES = """
+examples:
+  catdog run                                  # cpu preset without a GPU, gpu preset with CUDA
+  catdog run --preset tiny --run-dir runs/smoke
+  catdog run --latent-dim 64 --n-steps 500 --unet-widths 256,128 --run-dir runs/small
+  catdog sample --run-dir pretrained --class dog --n 64 --steps 50 --guidance 2 --seed 0 --out dogs.png
+  catdog visualize --run-dir runs/cpu
+  catdog evaluate --run-dir runs/cpu --n 2000
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="named config (default: gpu with CUDA, else cpu)")
+    p.add_argument("--run-dir", type=Path, default=None, help="run folder (default: runs/<preset>)")
+    p.add_argument("--data", default=None,
+                   help="cat/dog .npz, folder of CIFAR-10 binary batches, or 'download' "
+                        "(default: the project's data/cifar10_catdog.npz)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--force", action="store_true", help="retrain from scratch, deleting trained stages")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
+    fields = p.add_argument_group("config fields (each overrides the preset; defaults shown are the cpu preset's)")
+    cpu = config_to_dict(PRESETS["cpu"])
+    for section, name, f in all_fields():
+        flag = "--" + name.replace("_", "-")
+        default = cpu[section][name]
+        if f.type in ("bool", bool):
+            fields.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"(cpu: {default})")
+            continue
+        kind = {"int": int, "float": _finite_float}.get(f.type, _int_tuple)
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        fields.add_argument(flag, dest=name, type=kind, default=None, metavar="V", help=f"(cpu: {shown})")
+
+
+def resolve_config(args) -> tuple[Config, str]:
+    """Preset (explicit, or by device) plus flag overrides."""
+    preset = args.preset
+    if preset is None:
+        import torch
+        preset = "gpu" if torch.cuda.is_available() and args.device in (None, "auto", "cuda") else "cpu"
+    changes = {name: getattr(args, name) for _, name, _ in all_fields() if getattr(args, name) is not None}
+    return override(PRESETS[preset], changes), preset
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="catdog", description="Class-conditional latent diffusion for CIFAR-10 cats and dogs.",
+                    epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, text in (("run", "train what is missing, then write all figures"),
+                       ("train-ae", "train the autoencoder only"),
+                       ("train-diffusion", "train the autoencoder if missing, then the diffusion model")):
+        _add_training_flags(sub.add_parser(name, help=text, description=text, epilog=EXAMPLES,
+                                           formatter_class=argparse.RawDescriptionHelpFormatter))
+
+    p = sub.add_parser("sample", help="generate images of one class from a trained run",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=EXAMPLES)
+    p.add_argument("--run-dir", type=Path, required=True, help="trained run folder (e.g. pretrained)")
+    p.add_argument("--class", dest="class_name", required=True, help="cat or dog")
+    p.add_argument("--n", type=_positive_int, default=64, help="number of images")
+    p.add_argument("--steps", type=_positive_int, default=50,
+                   help="DDIM steps; equal to the model's n_steps runs the full ancestral DDPM chain")
+    p.add_argument("--guidance", type=_finite_float, default=2.0, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="PNG grid to write")
+    p.add_argument("--npz", type=Path, default=None, help="also write raw uint8 images (key 'images')")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: auto)")
+
+    p = sub.add_parser("visualize", help="rewrite the figures of a trained run", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--data", default=None, help="as for run")
+    p.add_argument("--device", default=None)
+    return parser
+
+
+def cmd_train(args, stages: tuple[str, ...]) -> int:
+    from catdog.pipeline import run_all
+    config, preset = resolve_config(args)
+    run_dir = args.run_dir or Path("runs") / preset
+    print(f"preset {preset}, run folder {run_dir}")
+    print(json.dumps(config_to_dict(config), indent=1))
+    if args.dry_run:
+        return 0
+    run_all(config, run_dir, args.data, args.device, args.force, stages)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+
+    from catdog.data import class_index
+    from catdog.pipeline import load_autoencoder, load_diffusion, pick_device, require_run
+    from catdog.sample import generate_images
+    from catdog.viz import save_image_grid
+    class_id = class_index(args.class_name)
+    if args.out is None and args.npz is None:
+        raise UserError("nothing to write: give --out FILE.png and/or --npz FILE.npz")
+    paths = require_run(args.run_dir, "autoencoder", "diffusion")
+    device = pick_device(args.device)
+    autoencoder, _ = load_autoencoder(paths.root, device)
+    diffusion, _ = load_diffusion(paths.root, device)
+    if args.steps > diffusion.n_steps:
+        raise UserError(f"--steps {args.steps} exceeds the model's n_steps ({diffusion.n_steps})")
+    images = generate_images(autoencoder, diffusion, np.full(args.n, class_id), args.seed, args.steps,
+                             args.guidance, progress=True)
+    if args.out is not None:
+        save_image_grid(images, args.out)
+        print(f"wrote {args.out}")
+    if args.npz is not None:
+        args.npz.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(args.npz, images=images, labels=np.full(args.n, class_id, dtype=np.int64))
+        print(f"wrote {args.npz}: images {images.shape} uint8")
+    return 0
+
+
+def cmd_visualize(args) -> int:
+    from catdog.figures import write_all_figures
+    from catdog.pipeline import pick_device, require_run
+    paths = require_run(args.run_dir, "autoencoder", "diffusion", "latents")
+    for path in write_all_figures(paths, args.data, pick_device(args.device)):
+        print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in ("run", "train-ae", "train-diffusion"):
+            stages = {"run": ("ae", "diffusion", "figures"), "train-ae": ("ae",),
+                      "train-diffusion": ("ae", "diffusion")}[args.command]
+            return cmd_train(args, stages)
+        return {"sample": cmd_sample, "visualize": cmd_visualize}[args.command](args)
+    except UserError as e:
+        print(f"catdog: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("catdog: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Configuration: one frozen dataclass per part, plus named presets.
+
+Every field is one command-line flag (`latent_dim` -> `--latent-dim`), so field names are unique
+across the three dataclasses and carry their units (`ae_train_steps`, `ema_halflife_steps`).
+A checkpoint stores `asdict(config)`, a plain dict, so loading it needs no pickled classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from catdog.errors import UserError
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    latent_dim: int = 128                    # flat latent vector, the spec's 128
+    ae_channels: tuple[int, ...] = (32, 64, 128, 256)  # encoder widths at 32, 16, 8, 4 px
+    ae_blocks: int = 1                       # CAB blocks per resolution (encoder and decoder)
+    ae_train_steps: int = 3000
+    ae_batch_size: int = 64
+    ae_lr: float = 2e-3
+    ae_warmup_steps: int = 200
+    ae_weight_decay: float = 1e-4
+    l1_weight: float = 0.5                   # L1 next to MSE: sharper edges than MSE alone
+    cls_weight: float = 0.01                 # latent classifier CE; small so recon stays main
+    center_weight: float = 0.01              # Center Loss (Wen et al. 2016) on the latent
+    latent_noise_std: float = 0.05           # noise on the (unit-RMS) latent while training: smooth decoder
+    hflip: bool = True                       # horizontal-flip augmentation
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    n_steps: int = 1000                      # discrete diffusion steps t = 0..n_steps-1
+    unet_widths: tuple[int, ...] = (512, 256)  # MLP widths per U level, outermost first
+    unet_blocks: int = 2                     # residual blocks per level (each side of the U)
+    emb_dim: int = 256                       # time + class embedding width
+    label_dropout: float = 0.1               # P(y -> null class): classifier-free guidance
+    diffusion_train_steps: int = 6000
+    diffusion_batch_size: int = 256
+    diffusion_lr: float = 1e-3
+    diffusion_warmup_steps: int = 200
+    diffusion_weight_decay: float = 0.0
+    ema_halflife_steps: int = 500
+    min_snr_gamma: float = 5.0               # Min-SNR loss weighting (Hang et al. 2023); 0 = off
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    grad_clip: float = 1.0
+    log_every_steps: int = 100
+    checkpoint_every_steps: int = 500
+    bf16: bool = True                        # bf16 autocast, used on CUDA only
+    sample_steps: int = 50                   # DDIM steps for figures and `sample`
+    guidance: float = 2.0                    # classifier-free guidance scale for figures
+    figure_samples_per_class: int = 16
+    n_eval_latents: int = 2000               # test latents used for t-SNE / probes
+
+
+@dataclass(frozen=True)
+class Config:
+    ae: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+PRESETS: dict[str, Config] = {
+    # seconds: for tests and smoke runs
+    "tiny": Config(
+        AutoencoderConfig(latent_dim=16, ae_channels=(8, 16, 16, 16), ae_train_steps=30,
+                          ae_batch_size=16, ae_warmup_steps=5),
+        DiffusionConfig(n_steps=50, unet_widths=(32, 16), unet_blocks=1, emb_dim=16,
+                        diffusion_train_steps=40, diffusion_batch_size=32,
+                        diffusion_warmup_steps=5, ema_halflife_steps=5),
+        RunConfig(log_every_steps=10, checkpoint_every_steps=10, sample_steps=5,
+                  figure_samples_per_class=4, n_eval_latents=64),
+    ),
+    # the default without a GPU: the whole `run` within 15 minutes on 2 CPU cores
+    "cpu": Config(),
+    # the default with CUDA: full quality on one H100 within 10 minutes
+    "gpu": Config(
+        AutoencoderConfig(ae_channels=(64, 128, 256, 512), ae_blocks=2, ae_train_steps=20000,
+                          ae_batch_size=128, ae_lr=1e-3, ae_warmup_steps=500),
+        DiffusionConfig(unet_widths=(1024, 512, 256), unet_blocks=3, emb_dim=512,
+                        diffusion_train_steps=40000, diffusion_batch_size=512,
+                        diffusion_lr=5e-4, ema_halflife_steps=2000),
+        RunConfig(checkpoint_every_steps=2000, log_every_steps=500),
+    ),
+}
+
+
+def config_to_dict(config: Config) -> dict:
+    """Plain nested dict (JSON-safe; tuples become lists)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(d: dict) -> Config:
+    """Inverse of config_to_dict; unknown keys are an error, missing keys take defaults."""
+    parts = {}
+    for section, cls in _PART_CLASSES.items():
+        given = dict(d.get(section, {}))
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(given) - set(known)
+        if unknown:
+            raise UserError(f"unknown config field(s) {sorted(unknown)} in section '{section}'")
+        for name, value in given.items():
+            if isinstance(value, list):
+                given[name] = tuple(value)
+        parts[section] = cls(**given)
+    return Config(**parts)
+
+
+_PART_CLASSES = {"ae": AutoencoderConfig, "diffusion": DiffusionConfig, "run": RunConfig}
+
+
+def all_fields() -> list[tuple[str, str, dataclasses.Field]]:
+    """(section, field name, field) for every overridable field."""
+    return [(section, f.name, f) for section, cls in _PART_CLASSES.items()
+            for f in dataclasses.fields(cls)]
+
+
+def override(config: Config, changes: dict[str, object]) -> Config:
+    """Return config with the named fields (flat names, unique across sections) replaced."""
+    sections = {section: {} for section in _PART_CLASSES}
+    owner = {name: section for section, name, _ in all_fields()}
+    for name, value in changes.items():
+        if name not in owner:
+            raise UserError(f"unknown config field '{name}'")
+        sections[owner[name]][name] = value
+    new = {s: dataclasses.replace(getattr(config, s), **c) for s, c in sections.items()}
+    config = Config(**new)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Reject values no run could use, with one clear message."""
+    ae, dif, run = config.ae, config.diffusion, config.run
+    positive = {"latent_dim": ae.latent_dim, "ae_blocks": ae.ae_blocks,
+                "ae_train_steps": ae.ae_train_steps, "ae_batch_size": ae.ae_batch_size,
+                "n_steps": dif.n_steps, "unet_blocks": dif.unet_blocks, "emb_dim": dif.emb_dim,
+                "diffusion_train_steps": dif.diffusion_train_steps,
+                "diffusion_batch_size": dif.diffusion_batch_size,
+                "ema_halflife_steps": dif.ema_halflife_steps, "sample_steps": run.sample_steps,
+                "log_every_steps": run.log_every_steps,
+                "checkpoint_every_steps": run.checkpoint_every_steps,
+                "figure_samples_per_class": run.figure_samples_per_class,
+                "n_eval_latents": run.n_eval_latents}
+    for name, value in positive.items():
+        if value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if len(ae.ae_channels) != 4 or min(ae.ae_channels) <= 0:
+        raise UserError("--ae-channels needs 4 positive widths (for 32, 16, 8 and 4 px)")
+    if not dif.unet_widths or min(dif.unet_widths) <= 0:
+        raise UserError("--unet-widths needs at least one positive width")
+    if not 0.0 <= dif.label_dropout < 1.0:
+        raise UserError(f"--label-dropout must be in [0, 1), got {dif.label_dropout}")
+    if run.sample_steps > dif.n_steps:
+        raise UserError(f"--sample-steps ({run.sample_steps}) exceeds --n-steps ({dif.n_steps})")

@@ -1,0 +1,191 @@
+"""Training loops: `train_autoencoder` and `train_diffusion`, each a plain linear loop (nanoGPT style).
+
+Both use AdamW with linear warm-up then cosine decay, gradient clipping, bf16 autocast on CUDA only,
+and save their whole state atomically every `checkpoint_every_steps`; rerunning the same command
+resumes from it and ends with the same weights as an uninterrupted run (bitwise on CPU), because
+every random number comes from one CPU generator whose state is saved, and the batch order is a
+pure function of (seed, step). A non-finite loss stops the run before the bad step is saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from catdog.autoencoder import SimpleAutoencoder
+from catdog.checkpoint import load_state, save_state
+from catdog.config import Config, config_to_dict
+from catdog.data import to_model_range
+from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
+from catdog.errors import UserError
+
+
+def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """1) linear warm-up to base_lr, 2) cosine decay to 0 at total_steps."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Indices of batch `step`: epochs are fresh permutations of range(n) seeded by (seed, epoch)."""
+    batch_size = min(batch_size, n)
+    per_epoch = n // batch_size
+    epoch, i = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return perm[i * batch_size:(i + 1) * batch_size]
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when enabled; a no-op elsewhere (CPU stays float32)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+class MetricsLog:
+    """One fixed-field status line per interval, printed and appended to metrics.jsonl."""
+
+    def __init__(self, path: Path, stage: str, batch_size: int, start_step: int):
+        self.path, self.stage, self.batch_size = path, stage, batch_size
+        self.last_time, self.last_step = time.perf_counter(), start_step
+
+    def write(self, step: int, lr: float, parts: dict[str, float], extra: dict | None = None) -> dict:
+        now = time.perf_counter()
+        per_s = (step - self.last_step) * self.batch_size / max(now - self.last_time, 1e-9)
+        self.last_time, self.last_step = now, step
+        record = {"stage": self.stage, "step": step, **{k: round(v, 6) for k, v in parts.items()},
+                  "lr": lr, "samples_per_s": round(per_s, 1), **(extra or {})}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        fields = " ".join(f"{k} {v:.4f}" for k, v in parts.items())
+        tqdm.write(f"[{self.stage}] step {step:6d} | {fields} | lr {lr:.2e} | {per_s:7.0f} samples/s")
+        return record
+
+
+def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+
+
+def _check_finite(loss: torch.Tensor, stage: str, step: int, state_path: Path) -> None:
+    if not torch.isfinite(loss):
+        raise UserError(f"{stage}: loss became {loss.item()} at step {step}; stopped without "
+                        f"saving, the last good checkpoint ({state_path.name}) is kept")
+
+
+def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_path: Path,
+                      device: torch.device) -> SimpleAutoencoder:
+    """Train SimpleAutoencoder on uint8 images (N, 32, 32, 3), resuming from state_path if present."""
+    cfg, run = config.ae, config.run
+    torch.manual_seed(run.seed)                                   # initial weights
+    model = SimpleAutoencoder(cfg).to(device)
+    opt = _optimizer(model, cfg.ae_lr, cfg.ae_weight_decay)
+    generator = torch.Generator().manual_seed(run.seed)         # flips and latent noise
+    step = 0
+    if state_path.exists():
+        state = load_state(state_path, config_to_dict(config), ("ae",))
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        generator.set_state(state["rng"])
+        step = state["step"]
+        tqdm.write(f"[autoencoder] resuming from {state_path} at step {step}")
+    x_all = to_model_range(images).to(device)                   # (N, 3, 32, 32) in [-1, 1]
+    y_all = torch.as_tensor(labels, dtype=torch.long).to(device)
+    log = MetricsLog(metrics_path, "autoencoder", cfg.ae_batch_size, step)
+    model.train()
+    for step in tqdm(range(step, cfg.ae_train_steps), initial=step, total=cfg.ae_train_steps,
+                     desc="autoencoder", disable=None, mininterval=2):
+        lr = lr_at(step, cfg.ae_lr, cfg.ae_warmup_steps, cfg.ae_train_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        # 1. batch: fixed order per (seed, epoch), random horizontal flips
+        idx = batch_indices(len(x_all), cfg.ae_batch_size, step, run.seed).to(device)
+        x, y = x_all[idx], y_all[idx]
+        flip = torch.rand(len(idx), generator=generator) < 0.5
+        if cfg.hflip:
+            x = torch.where(flip.to(device)[:, None, None, None], x.flip(3), x)
+        noise = torch.randn(len(idx), cfg.latent_dim, generator=generator).to(device)
+        # 2. loss and update
+        with autocast(device, run.bf16):
+            loss, parts = model.loss(x, y, noise)
+        _check_finite(loss, "autoencoder", step, state_path)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), run.grad_clip)
+        opt.step()
+        # 3. log and checkpoint (state after `step + 1` updates)
+        done = step + 1
+        if done % run.log_every_steps == 0 or done == cfg.ae_train_steps:
+            log.write(done, lr, parts)
+        if done % run.checkpoint_every_steps == 0 and done < cfg.ae_train_steps:
+            save_state(state_path, {"stage": "autoencoder", "config": config_to_dict(config),
+                                    "step": done, "model": model.state_dict(),
+                                    "optimizer": opt.state_dict(), "rng": generator.get_state()})
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def encode_images(model: SimpleAutoencoder, images, device: torch.device, flip: bool = False,
+                  batch_size: int = 500) -> torch.Tensor:
+    """Raw latents (N, latent_dim) of uint8 images, optionally horizontally flipped, on the CPU."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = to_model_range(images[i:i + batch_size]).to(device)
+        out.append(model.encode(x.flip(3) if flip else x).float().cpu())
+    return torch.cat(out)
+
+
+def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, state_path: Path,
+                    metrics_path: Path, device: torch.device) -> ConditionalDenoiseDiffusion:
+    """Train the latent diffusion on standardised latents z (N, D), classes y (N,); returns the EMA model."""
+    cfg, run = config.diffusion, config.run
+    torch.manual_seed(run.seed)
+    diffusion = build_diffusion(z_all.shape[1], cfg).to(device)
+    ema = copy.deepcopy(diffusion).requires_grad_(False)
+    ema_decay = 0.5 ** (1 / cfg.ema_halflife_steps)              # halves a weight's influence per halflife
+    opt = _optimizer(diffusion, cfg.diffusion_lr, cfg.diffusion_weight_decay)
+    generator = torch.Generator().manual_seed(run.seed + 1)     # t, noise, label dropout
+    step = 0
+    if state_path.exists():
+        state = load_state(state_path, config_to_dict(config), ("ae", "diffusion"))
+        diffusion.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        generator.set_state(state["rng"])
+        step = state["step"]
+        tqdm.write(f"[diffusion] resuming from {state_path} at step {step}")
+    z_all, y_all = z_all.to(device), y_all.to(device)
+    log = MetricsLog(metrics_path, "diffusion", cfg.diffusion_batch_size, step)
+    diffusion.train()
+    for step in tqdm(range(step, cfg.diffusion_train_steps), initial=step,
+                     total=cfg.diffusion_train_steps, desc="diffusion", disable=None, mininterval=2):
+        lr = lr_at(step, cfg.diffusion_lr, cfg.diffusion_warmup_steps, cfg.diffusion_train_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = batch_indices(len(z_all), cfg.diffusion_batch_size, step, run.seed).to(device)
+        with autocast(device, run.bf16):
+            loss = diffusion.loss(z_all[idx], y_all[idx], generator)
+        _check_finite(loss, "diffusion", step, state_path)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(diffusion.parameters(), run.grad_clip)
+        opt.step()
+        with torch.no_grad():                                     # EMA of the weights
+            for p_ema, p in zip(ema.parameters(), diffusion.parameters()):
+                p_ema.lerp_(p, 1 - ema_decay)
+        done = step + 1
+        if done % run.log_every_steps == 0 or done == cfg.diffusion_train_steps:
+            log.write(done, lr, {"loss": loss.item()})
+        if done % run.checkpoint_every_steps == 0 and done < cfg.diffusion_train_steps:
+            save_state(state_path, {"stage": "diffusion", "config": config_to_dict(config),
+                                    "step": done, "model": diffusion.state_dict(), "ema": ema.state_dict(),
+                                    "optimizer": opt.state_dict(), "rng": generator.get_state()})
+    ema.eval()
+    return ema
