@@ -122,7 +122,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--data", default=None, help="as for run")
     p.add_argument("--device", default=None)
+    p = sub.add_parser("evaluate", help="FID, KID, class fidelity and AE metrics -> RUN_DIR/eval.json",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=EXAMPLES)
+    p.add_argument("--run-dir", type=Path, default=None, help="trained run folder to evaluate")
+    p.add_argument("--samples", type=Path, default=None,
+                   help="instead of a run: score an .npz with 'images' uint8 (n,32,32,3) and 'labels' 0/1")
+    p.add_argument("--n", type=_positive_int, default=2000, help="samples (half cats, half dogs)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="sampler steps (default: the run's)")
+    p.add_argument("--guidance", type=_finite_float, default=None, help="guidance (default: the run's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sweep-guidance", type=_float_tuple, default=(), help="e.g. 1,1.5,2,3")
+    p.add_argument("--sweep-steps", type=_int_tuple, default=(), help="e.g. 10,25,50,1000")
+    p.add_argument("--ref-stats", type=Path, default=None,
+                   help="folder with fid_ref_train_{all,cat,dog}.npz (default: computed once and cached)")
+    p.add_argument("--inception", type=Path, default=None, help="FID Inception TorchScript file")
+    p.add_argument("--judge", type=Path, default=None, help="ResNet-20 weights resnet20-12fca82f.th")
+    p.add_argument("--data", default=None, help="as for run")
+    p.add_argument("--device", default=None)
     return parser
+
+
+def _float_tuple(text: str) -> tuple[float, ...]:
+    return tuple(_finite_float(v) for v in text.split(","))
+
+
+def cmd_evaluate(args) -> int:
+    from catdog.evaluate import evaluate_run, evaluate_samples_file, format_table
+    from catdog.pipeline import load_autoencoder, pick_device, require_run
+    device = pick_device(args.device)
+    common = dict(data=args.data, ref_stats=args.ref_stats, inception=args.inception, judge_path=args.judge,
+                  device=device)
+    if args.samples is not None:
+        result = evaluate_samples_file(args.samples, **common)
+    elif args.run_dir is not None:
+        _, config = load_autoencoder(require_run(args.run_dir, "autoencoder").root)
+        steps = args.steps or config.run.sample_steps
+        guidance = config.run.guidance if args.guidance is None else args.guidance
+        result = evaluate_run(args.run_dir, args.n, steps, guidance, args.seed,
+                              sweep_guidance=args.sweep_guidance, sweep_steps=args.sweep_steps, **common)
+        print(f"wrote {Path(args.run_dir) / 'eval.json'}")
+    else:
+        raise UserError("give --run-dir DIR (a trained run) or --samples FILE.npz")
+    print(format_table(result))
+    return 0
 
 
 def cmd_train(args, stages: tuple[str, ...]) -> int:
@@ -181,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             stages = {"run": ("ae", "diffusion", "figures"), "train-ae": ("ae",),
                       "train-diffusion": ("ae", "diffusion")}[args.command]
             return cmd_train(args, stages)
-        return {"sample": cmd_sample, "visualize": cmd_visualize}[args.command](args)
+        return {"sample": cmd_sample, "visualize": cmd_visualize, "evaluate": cmd_evaluate}[args.command](args)
     except UserError as e:
         print(f"catdog: error: {e}", file=sys.stderr)
         return 2

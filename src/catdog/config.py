@@ -18,10 +18,10 @@ class AutoencoderConfig:
     latent_dim: int = 128                    # flat latent vector, the spec's 128
     ae_channels: tuple[int, ...] = (32, 64, 128, 256)  # encoder widths at 32, 16, 8, 4 px
     ae_blocks: int = 1                       # CAB blocks per resolution (encoder and decoder)
-    ae_train_steps: int = 3000
+    ae_train_steps: int = 1500
     ae_batch_size: int = 64
     ae_lr: float = 2e-3
-    ae_warmup_steps: int = 200
+    ae_warmup_steps: int = 100
     ae_weight_decay: float = 1e-4
     l1_weight: float = 0.5                   # L1 next to MSE: sharper edges than MSE alone
     cls_weight: float = 0.01                 # latent classifier CE; small so recon stays main
@@ -33,16 +33,16 @@ class AutoencoderConfig:
 @dataclass(frozen=True)
 class DiffusionConfig:
     n_steps: int = 1000                      # discrete diffusion steps t = 0..n_steps-1
-    unet_widths: tuple[int, ...] = (512, 256)  # MLP widths per U level, outermost first
+    unet_widths: tuple[int, ...] = (384, 192)  # MLP widths per U level, outermost first
     unet_blocks: int = 2                     # residual blocks per level (each side of the U)
     emb_dim: int = 256                       # time + class embedding width
     label_dropout: float = 0.1               # P(y -> null class): classifier-free guidance
-    diffusion_train_steps: int = 6000
+    diffusion_train_steps: int = 3000
     diffusion_batch_size: int = 256
     diffusion_lr: float = 1e-3
     diffusion_warmup_steps: int = 200
     diffusion_weight_decay: float = 0.0
-    ema_halflife_steps: int = 500
+    ema_halflife_steps: int = 300
     min_snr_gamma: float = 5.0               # Min-SNR loss weighting (Hang et al. 2023); 0 = off
 
 

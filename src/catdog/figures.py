@@ -12,10 +12,11 @@ import torch
 from tqdm import tqdm
 
 from catdog.checkpoint import load_weights
-from catdog.data import CLASS_NAMES, create_cat_dog_dataset, to_model_range, to_uint8
+from catdog.data import CLASS_NAMES, create_cat_dog_dataset, to_uint8
 from catdog.metrics import linear_probe_accuracy, psnr_db
 from catdog.pipeline import RunPaths, load_autoencoder, load_diffusion, require_run
 from catdog.sample import decode_latents, generate_images, sample_latents
+from catdog.train import reconstruct_images
 from catdog.viz import (create_diffusion_animation, generate_samples_grid, plot_training_curves,
                         visualize_denoising_steps, visualize_latent_space, visualize_reconstructions)
 
@@ -51,11 +52,7 @@ def write_all_figures(paths: RunPaths, data=None, device: torch.device = torch.d
 
     # 1. reconstructions: the first test cats and dogs, test-set PSNR in the title
     test_images, test_labels = create_cat_dog_dataset("test", data)
-    with torch.no_grad():
-        recon = torch.cat([decode_latents(autoencoder, autoencoder.normalize(
-            autoencoder.encode(to_model_range(test_images[i:i + 500]).to(device))))
-            for i in range(0, len(test_images), 500)])
-    recon_uint8 = to_uint8(recon)
+    recon_uint8 = reconstruct_images(autoencoder, test_images, device)
     shown = np.concatenate([np.flatnonzero(test_labels == c)[:N_RECON_PER_CLASS] for c in range(2)])
     written.append(visualize_reconstructions(test_images[shown], recon_uint8[shown], test_labels[shown],
                                              out / "reconstructions.png", psnr_db(test_images, recon_uint8)))

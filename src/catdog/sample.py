@@ -108,14 +108,20 @@ def decode_latents(autoencoder, z: torch.Tensor, batch_size: int = 500) -> torch
 
 
 def generate_images(autoencoder, diffusion: ConditionalDenoiseDiffusion, labels, seed: int, steps: int,
-                    guidance: float, batch_size: int = 1000, progress: bool = False):
-    """uint8 images (N, 32, 32, 3) for class labels (N,): batch i is seeded with seed + i."""
+                    guidance: float, batch_size: int = 1000, progress: bool = False,
+                    return_latents: bool = False):
+    """uint8 images (N, 32, 32, 3) for class labels (N,) [and their raw latents (N, D)].
+
+    Batch i of `batch_size` is seeded with seed + i, so a run is reproducible.
+    """
     device = diffusion.alpha_bar.device
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    chunks = []
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    images, latents = [], []
     starts = range(0, len(labels), batch_size)
     for i, start in enumerate(tqdm(starts, desc="sampling", disable=None if progress else True)):
         y = labels[start:start + batch_size].to(device)
         z = sample_latents(diffusion, y, seed + i, steps, guidance)
-        chunks.append(to_uint8(decode_latents(autoencoder, z)))
-    return np.concatenate(chunks)
+        images.append(to_uint8(decode_latents(autoencoder, z)))
+        latents.append(autoencoder.denormalize(z).cpu().numpy())
+    images = np.concatenate(images)
+    return (images, np.concatenate(latents)) if return_latents else images

@@ -15,13 +15,14 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from catdog.autoencoder import SimpleAutoencoder
 from catdog.checkpoint import load_state, save_state
 from catdog.config import Config, config_to_dict
-from catdog.data import to_model_range
+from catdog.data import to_model_range, to_uint8
 from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
 from catdog.errors import UserError
 
@@ -140,6 +141,17 @@ def encode_images(model: SimpleAutoencoder, images, device: torch.device, flip: 
         x = to_model_range(images[i:i + batch_size]).to(device)
         out.append(model.encode(x.flip(3) if flip else x).float().cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def reconstruct_images(model: SimpleAutoencoder, images, device: torch.device, batch_size: int = 500):
+    """uint8 reconstructions (N, 32, 32, 3) of uint8 images through encoder and decoder."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x_hat = model.decode(model.encode(to_model_range(images[i:i + batch_size]).to(device)))
+        out.append(to_uint8(x_hat))
+    return np.concatenate(out)
 
 
 def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, state_path: Path,

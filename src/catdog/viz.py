@@ -127,14 +127,15 @@ def visualize_denoising_steps(frames: np.ndarray, frame_labels: list[str], path_
     """A strip of decoded frames along one trajectory, and that trajectory (path_2d (T, 2)) drawn
     over a 2-D projection of real latents (background_2d (N, 2), coloured by class)."""
     k = len(frames)
-    fig = plt.figure(figsize=(max(1.0 * k, 6) + 4.5, 4.2))
-    grid = fig.add_gridspec(2, k + 5)
+    per_row = -(-k // 2)                                       # frames in two rows, projection at right
+    fig = plt.figure(figsize=(1.3 * per_row + 5, 4.0))
+    grid = fig.add_gridspec(2, per_row + 4)
     for i in range(k):
-        ax = fig.add_subplot(grid[0, i])
+        ax = fig.add_subplot(grid[i // per_row, i % per_row])
         ax.imshow(frames[i], interpolation="nearest")
         ax.set_title(frame_labels[i], fontsize=7)
         ax.axis("off")
-    ax = fig.add_subplot(grid[:, k:])
+    ax = fig.add_subplot(grid[:, per_row:])
     for c, name in enumerate(CLASS_NAMES):
         m = background_labels == c
         ax.scatter(background_2d[m, 0], background_2d[m, 1], s=3, alpha=0.35, c=CLASS_COLORS[c],

@@ -1,0 +1,123 @@
+"""Every CLI command on the tiny preset, and every bad-input path: one line, exit status 2.
+Run: pytest tests/test_cli.py"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from catdog.cli import main
+from catdog.checkpoint import load_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_main(*args, timeout=600):
+    """`python main.py ARGS` in a subprocess; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_main_py_end_to_end_then_skips_training(tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_main("--preset", "tiny", "--run-dir", str(run_dir))
+    assert first.returncode == 0, first.stderr[-2000:]
+    for name in ("config.json", "autoencoder.safetensors", "diffusion.safetensors", "metrics.jsonl",
+                 "figures/samples.png", "figures/denoising_dog.gif"):
+        assert (run_dir / name).is_file(), name
+    stamp = {p: p.stat().st_mtime_ns for p in run_dir.glob("*.safetensors")}
+    second = run_main("--preset", "tiny", "--run-dir", str(run_dir))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "trained already" in second.stdout + second.stderr
+    assert stamp == {p: p.stat().st_mtime_ns for p in run_dir.glob("*.safetensors")}
+
+
+def test_sigkill_during_training_then_rerun_matches_uninterrupted(tmp_path):
+    """Oracle: an uninterrupted tiny run. The killed run is rerun with the same command."""
+    flags = ["--preset", "tiny", "--ae-train-steps", "60", "--checkpoint-every-steps", "5"]
+    ref = run_main(*flags, "--run-dir", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *flags, "--run-dir", str(run_dir)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run_dir / "ae_state.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "autoencoder.safetensors").exists(), "killed too late to test resume"
+    again = run_main(*flags, "--run-dir", str(run_dir))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming" in again.stdout + again.stderr
+    for name in ("autoencoder.safetensors", "diffusion.safetensors"):
+        a, _, _ = load_weights(tmp_path / "ref" / name)
+        b, _, _ = load_weights(run_dir / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_sample_writes_grid_and_npz(tiny_run, tmp_path, capsys):
+    out, npz = tmp_path / "dogs.png", tmp_path / "dogs.npz"
+    assert main(["sample", "--run-dir", str(tiny_run.root), "--class", "dog", "--n", "10", "--steps", "5",
+                 "--guidance", "2", "--seed", "0", "--out", str(out), "--npz", str(npz)]) == 0
+    assert Image.open(out).size[0] > 32
+    with np.load(npz) as f:
+        assert f["images"].shape == (10, 32, 32, 3) and f["images"].dtype == np.uint8
+        assert (f["labels"] == 1).all()
+        first = f["images"]
+    # same seed, same images; the full DDPM chain (steps == n_steps) runs too
+    assert main(["sample", "--run-dir", str(tiny_run.root), "--class", "dog", "--n", "10", "--steps", "5",
+                 "--seed", "0", "--npz", str(npz)]) == 0
+    np.testing.assert_array_equal(np.load(npz)["images"], first)
+    assert main(["sample", "--run-dir", str(tiny_run.root), "--class", "cat", "--n", "2", "--steps", "50",
+                 "--npz", str(npz)]) == 0
+
+
+def test_train_subcommands_and_dry_run(tmp_path, capsys):
+    assert main(["run", "--preset", "tiny", "--latent-dim", "8", "--dry-run"]) == 0
+    assert '"latent_dim": 8' in capsys.readouterr().out
+    assert main(["train-ae", "--preset", "tiny", "--run-dir", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "autoencoder.safetensors").exists()
+    assert not (tmp_path / "r" / "diffusion.safetensors").exists()
+    assert main(["train-diffusion", "--preset", "tiny", "--run-dir", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "diffusion.safetensors").exists()
+    # a different latent_dim on a trained folder is refused, not trained over
+    assert main(["train-ae", "--preset", "tiny", "--latent-dim", "8", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "latent_dim" in capsys.readouterr().err
+
+
+BAD = [
+    (["sample", "--run-dir", "{run}", "--class", "horse", "--out", "{tmp}/x.png"], "unknown class"),
+    (["sample", "--run-dir", "{run}", "--class", "dog", "--n", "0", "--out", "{tmp}/x.png"], "--n"),
+    (["sample", "--run-dir", "{run}", "--class", "dog", "--steps", "0", "--out", "{tmp}/x.png"], "--steps"),
+    (["sample", "--run-dir", "{run}", "--class", "dog", "--steps", "51", "--out", "{tmp}/x.png"], "n_steps"),
+    (["sample", "--run-dir", "{run}", "--class", "dog", "--guidance", "nan", "--out", "{tmp}/x.png"], "finite"),
+    (["sample", "--run-dir", "{tmp}/missing", "--class", "dog", "--out", "{tmp}/x.png"], "no such run folder"),
+    (["sample", "--run-dir", "{run}", "--class", "dog"], "nothing to write"),
+    (["run", "--preset", "huge"], "invalid choice"),
+    (["run", "--no-such-flag"], "unrecognized"),
+    (["run", "--preset", "tiny", "--run-dir", "{tmp}/r", "--data", "{tmp}/bad.npz"], "bad.npz"),
+    (["run", "--preset", "tiny", "--latent-dim", "0", "--run-dir", "{tmp}/r"], "latent-dim"),
+    pytest.param(["run", "--preset", "tiny", "--device", "cuda", "--run-dir", "{tmp}/r"], "CUDA",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")),
+    (["visualize", "--run-dir", "{tmp}/missing"], "no such run folder"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD)
+def test_bad_input_is_one_line_and_status_2(tiny_run, tmp_path, argv, message):
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    argv = [a.format(run=tiny_run.root, tmp=tmp_path) for a in argv]
+    result = subprocess.run([sys.executable, "-m", "catdog", *argv], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr

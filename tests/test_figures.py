@@ -1,0 +1,66 @@
+"""Figures of a tiny trained run: files decode with the expected sizes, and the trajectory figures
+show the sampler's real trajectory. Run: pytest tests/test_figures.py"""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from catdog.cli import main
+from catdog.data import to_uint8
+from catdog.figures import TRAJECTORY_SEED_OFFSET, trajectory, write_all_figures
+from catdog.pipeline import load_autoencoder, load_diffusion
+from catdog.sample import decode_latents, sample_latents
+
+
+@pytest.fixture(scope="module")
+def figures(tiny_run):
+    return {p.name: p for p in write_all_figures(tiny_run)}
+
+
+def test_every_figure_is_written_and_decodes(figures, tiny_run):
+    expected = {"reconstructions.png", "latent_tsne.png", "samples.png", "denoising_cat.gif",
+                "denoising_dog.gif", "denoising_path_cat.png", "denoising_path_dog.png", "training_curves.png"}
+    assert expected == set(figures)
+    for path in figures.values():
+        with Image.open(path) as im:
+            im.load()
+            assert im.size[0] >= 100 and im.size[1] >= 100, path
+
+
+def test_animation_shows_the_real_reverse_process(figures, tiny_run):
+    _, config = load_autoencoder(tiny_run.root)
+    steps = config.run.sample_steps
+    with Image.open(figures["denoising_dog.gif"]) as gif:
+        assert gif.n_frames == steps + 1
+        gif.seek(0)
+        first = np.asarray(gif.convert("RGB"), dtype=np.float64)
+        gif.seek(gif.n_frames - 1)
+        last = np.asarray(gif.convert("RGB"), dtype=np.float64)
+        durations = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            durations.append(gif.info["duration"])
+    assert np.abs(first - last).mean() > 0.5                    # the picture changes along the way
+    assert durations[-1] > 5 * durations[0]                     # the last frame is held
+
+
+def test_trajectory_ends_at_the_sampled_latent_and_image(tiny_run):
+    """Oracle: the sampler called directly with the same seed."""
+    autoencoder, config = load_autoencoder(tiny_run.root)
+    diffusion, _ = load_diffusion(tiny_run.root)
+    run = config.run
+    seed = run.seed + TRAJECTORY_SEED_OFFSET + 1
+    z_path, frames = trajectory(autoencoder, diffusion, 1, seed, run.sample_steps, run.guidance)
+    z = sample_latents(diffusion, torch.tensor([1]), seed, run.sample_steps, run.guidance)
+    torch.testing.assert_close(z_path[-1], z[0])
+    np.testing.assert_array_equal(frames[-1], to_uint8(decode_latents(autoencoder, z))[0])
+    assert frames.shape == (run.sample_steps + 1, 32, 32, 3)
+    # it starts at the sampler's pure noise, far from where it ends
+    torch.testing.assert_close(z_path[0], torch.randn((1, z.shape[1]), generator=torch.Generator().manual_seed(seed))[0])
+    assert (z_path[0] - z_path[-1]).norm() > 0.1 * z.shape[1] ** 0.5
+
+
+def test_visualize_command_rewrites_the_figures(tiny_run, capsys):
+    assert main(["visualize", "--run-dir", str(tiny_run.root)]) == 0
+    assert "samples.png" in capsys.readouterr().out
