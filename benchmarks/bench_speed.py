@@ -95,7 +95,7 @@ def main() -> None:
     def diffusion_steps():
         for _ in range(args.steps_per_repeat):
             with autocast(device, config.run.bf16):
-                loss = diffusion.loss(z, y, g)
+                loss = diffusion.loss(z, y, *(v.to(device) for v in diffusion.draw(b, z.shape[1], g)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

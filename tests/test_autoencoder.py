@@ -67,7 +67,7 @@ def test_tiny_batch_overfits():
     first = None
     for _ in range(150):
         loss, parts = model.loss(x, y)
-        first = first or parts
+        first = first or {k: float(v) for k, v in parts.items()}
         opt.zero_grad()
         loss.backward()
         opt.step()

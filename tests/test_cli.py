@@ -121,3 +121,24 @@ def test_bad_input_is_one_line_and_status_2(tiny_run, tmp_path, argv, message):
     assert "Traceback" not in result.stderr
     lines = [l for l in result.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_evaluate_fast_metrics_and_samples_file(tiny_run, tmp_path, capsys):
+    """`--skip-fid` runs everything but the Inception network; eval.json has the promised keys."""
+    import json
+    assert main(["evaluate", "--run-dir", str(tiny_run.root), "--n", "40", "--steps", "5", "--skip-fid",
+                 "--sweep-guidance", "1,3"]) == 0
+    result = json.loads((tiny_run.root / "eval.json").read_text())
+    for key in ("n_samples", "fid", "fid_cat", "fid_dog", "kid", "kid_std", "class_fidelity",
+                "class_fidelity_real_test", "class_fidelity_recon", "latent_class_fidelity", "recon_psnr",
+                "recon_fid", "probe_acc", "steps", "guidance"):
+        assert key in result, key
+    assert result["n_samples"] == 40 and 0 <= result["class_fidelity"] <= 1
+    assert result["class_fidelity_real_test"] > 0.85            # the judge works on real images
+    assert [r["guidance"] for r in result["sweep_guidance"]] == [1.0, 3.0]
+    npz = tmp_path / "s.npz"
+    np.savez(npz, images=np.zeros((4, 32, 32, 3), np.uint8), labels=np.array([0, 1, 0, 1]))
+    assert main(["evaluate", "--samples", str(npz), "--skip-fid"]) == 0
+    assert "class_fidelity" in capsys.readouterr().out
+    np.savez(npz, images=np.zeros((4, 32, 32), np.uint8), labels=np.array([0, 1, 0, 1]))
+    assert main(["evaluate", "--samples", str(npz), "--skip-fid"]) == 2

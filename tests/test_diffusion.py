@@ -48,7 +48,7 @@ def test_loss_falls_on_toy_distribution():
     for _ in range(300):
         y = torch.randint(0, 2, (128,), generator=g)
         z0 = (y[:, None].float() * 4 - 2) + 0.1 * torch.randn(128, 4, generator=g)
-        loss = diffusion.loss(z0, y, g)
+        loss = diffusion.loss(z0, y, *diffusion.draw(128, 4, g))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -133,7 +133,7 @@ class SimpleAutoencoder(nn.Module):
         return self.decode(latent), latent, self.classifier(latent)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted sum of reconstruction (MSE + L1), latent classification CE and Center Loss.
 
         `noise` (B, latent_dim), if given, is added to the latent before decoding only, so the
@@ -147,9 +147,8 @@ class SimpleAutoencoder(nn.Module):
         ce = F.cross_entropy(self.classifier(latent), y)
         center = self.center_loss(latent, y)
         total = mse + cfg.l1_weight * l1 + cfg.cls_weight * ce + cfg.center_weight * center
-        parts = {"loss": total.item(), "mse": mse.item(), "l1": l1.item(), "ce": ce.item(),
-                 "center": center.item()}
-        return total, parts
+        parts = {"loss": total, "mse": mse, "l1": l1, "ce": ce, "center": center}
+        return total, {k: v.detach() for k, v in parts.items()}          # tensors: no GPU sync here
 
     # --- standardised latents z, the space diffusion works in ---------------------------------
     @torch.no_grad()

@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with fid_ref_train_{all,cat,dog}.npz (default: computed once and cached)")
     p.add_argument("--inception", type=Path, default=None, help="FID Inception TorchScript file")
     p.add_argument("--judge", type=Path, default=None, help="ResNet-20 weights resnet20-12fca82f.th")
+    p.add_argument("--skip-fid", action="store_true", help="no Inception: only the fast metrics (seconds)")
     p.add_argument("--data", default=None, help="as for run")
     p.add_argument("--device", default=None)
     return parser
@@ -151,7 +152,7 @@ def cmd_evaluate(args) -> int:
     from catdog.pipeline import load_autoencoder, pick_device, require_run
     device = pick_device(args.device)
     common = dict(data=args.data, ref_stats=args.ref_stats, inception=args.inception, judge_path=args.judge,
-                  device=device)
+                  device=device, skip_fid=args.skip_fid)
     if args.samples is not None:
         result = evaluate_samples_file(args.samples, **common)
     elif args.run_dir is not None:
@@ -168,14 +169,20 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_train(args, stages: tuple[str, ...]) -> int:
+    from catdog.distributed import close_world, init_world
     from catdog.pipeline import run_all
     config, preset = resolve_config(args)
     run_dir = args.run_dir or Path("runs") / preset
-    print(f"preset {preset}, run folder {run_dir}")
-    print(json.dumps(config_to_dict(config), indent=1))
+    world = init_world()                                        # torchrun: join the process group
+    if world.is_main:
+        print(f"preset {preset}, run folder {run_dir}")
+        print(json.dumps(config_to_dict(config), indent=1))
     if args.dry_run:
         return 0
-    run_all(config, run_dir, args.data, args.device, args.force, stages)
+    try:
+        run_all(config, run_dir, args.data, args.device, args.force, stages)
+    finally:
+        close_world()
     return 0
 
 

@@ -53,6 +53,7 @@ class RunConfig:
     log_every_steps: int = 100
     checkpoint_every_steps: int = 500
     bf16: bool = True                        # bf16 autocast, used on CUDA only
+    compile: bool = False                    # torch.compile the training step, CUDA only
     sample_steps: int = 50                   # DDIM steps for figures and `sample`
     guidance: float = 2.0                    # classifier-free guidance scale for figures
     figure_samples_per_class: int = 16
@@ -86,7 +87,7 @@ PRESETS: dict[str, Config] = {
         DiffusionConfig(unet_widths=(1024, 512, 256), unet_blocks=3, emb_dim=512,
                         diffusion_train_steps=40000, diffusion_batch_size=512,
                         diffusion_lr=5e-4, ema_halflife_steps=2000),
-        RunConfig(checkpoint_every_steps=2000, log_every_steps=500),
+        RunConfig(checkpoint_every_steps=2000, log_every_steps=500, compile=True),
     ),
 }
 

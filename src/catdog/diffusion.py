@@ -43,15 +43,20 @@ class ConditionalDenoiseDiffusion(nn.Module):
         ab = self.alpha_bar[t][:, None]
         return ab.sqrt() * z0 + (1 - ab).sqrt() * noise
 
-    def loss(self, z0: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
-             ) -> torch.Tensor:
-        """Min-SNR-weighted MSE on v for a batch of clean latents z0 (B, D) with classes y (B,)."""
-        b = z0.shape[0]
-        # 1. random step, noise and label dropout, drawn on the CPU from `generator` (exact resume,
-        #    same numbers on every device)
-        t = torch.randint(0, self.n_steps, (b,), generator=generator).to(z0.device)
-        noise = torch.randn(z0.shape, generator=generator).to(z0.device)
-        drop = (torch.rand(b, generator=generator) < self.label_dropout).to(z0.device)
+    def draw(self, batch: int, dim: int, generator: torch.Generator | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random inputs of one training batch, drawn on the CPU from `generator` (exact resume, and
+        the same numbers on every device and for every way of sharding the batch):
+        steps t (B,), noise (B, dim) and the label-dropout mask (B,)."""
+        t = torch.randint(0, self.n_steps, (batch,), generator=generator)
+        noise = torch.randn(batch, dim, generator=generator)
+        drop = torch.rand(batch, generator=generator) < self.label_dropout
+        return t, noise, drop
+
+    def loss(self, z0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+             drop: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-weighted MSE on v for clean latents z0 (B, D), classes y (B,), inputs from `draw`."""
+        # 1. label dropout to the null class (classifier-free guidance)
         y = torch.where(drop, torch.full_like(y, NULL_CLASS), y)
         # 2. noisy input and v target
         z_t = self.q_sample(z0, t, noise)

@@ -74,23 +74,42 @@ def cached_features(images: np.ndarray, name: str, net, device) -> np.ndarray:
     return features
 
 
-def score_samples(images: np.ndarray, labels: np.ndarray, ref, test_features: np.ndarray, judge, net,
-                  device) -> dict:
-    """FID (all and per class), KID and class fidelity of uint8 images with requested labels 0/1."""
-    features = inception_features(images, net, device, desc="samples")
-    result = {"n_samples": int(len(images)), "fid": frechet_distance(*feature_stats(features), *ref["all"])}
-    for c, name in enumerate(CLASS_NAMES):
-        own = features[labels == c]
-        result[f"fid_{name}"] = frechet_distance(*feature_stats(own), *ref[name]) if len(own) > 1 else None
-        result[f"n_{name}"] = int(len(own))
-    result["kid"], result["kid_std"] = kernel_inception_distance(features, test_features)
+class FidScorer:
+    """The Inception network with the real reference statistics and real test features."""
+
+    def __init__(self, data, ref_stats, inception, device):
+        self.net, self.device = load_inception(inception, device), device
+        self.ref = reference_stats(data, ref_stats, self.net, device)
+        self.test_features = cached_features(create_cat_dog_dataset("test", data)[0], "test", self.net, device)
+
+    def features(self, images: np.ndarray, desc: str) -> np.ndarray:
+        return inception_features(images, self.net, self.device, desc=desc)
+
+    def score(self, images: np.ndarray, labels: np.ndarray) -> dict:
+        """FID (all, per class; vs training stats) and KID (vs the real test features)."""
+        features = self.features(images, "samples")
+        result = {"fid": frechet_distance(*feature_stats(features), *self.ref["all"])}
+        for c, name in enumerate(CLASS_NAMES):
+            own = features[labels == c]
+            result[f"fid_{name}"] = frechet_distance(*feature_stats(own), *self.ref[name]) if len(own) > 1 else None
+        result["kid"], result["kid_std"] = kernel_inception_distance(features, self.test_features)
+        return result
+
+
+def score_samples(images: np.ndarray, labels: np.ndarray, judge, fid: FidScorer | None) -> dict:
+    """FID / KID (unless fid is None) and class fidelity of uint8 images with requested labels 0/1."""
+    result = {"n_samples": int(len(images)), **{f"n_{name}": int((labels == c).sum())
+                                                for c, name in enumerate(CLASS_NAMES)}}
+    result.update(fid.score(images, labels) if fid is not None else
+                  {"fid": None, "fid_cat": None, "fid_dog": None, "kid": None, "kid_std": None})
     result["class_fidelity"] = class_accuracy(judge, images, labels)
     return result
 
 
 def evaluate_run(run_dir: Path, n: int, steps: int, guidance: float, seed: int = 0, data=None,
                  ref_stats: Path | None = None, inception: Path | None = None, judge_path: Path | None = None,
-                 device: torch.device = torch.device("cpu"), sweep_guidance=(), sweep_steps=()) -> dict:
+                 device: torch.device = torch.device("cpu"), sweep_guidance=(), sweep_steps=(),
+                 skip_fid: bool = False) -> dict:
     """All metrics of a trained run; written to run_dir/eval.json and returned."""
     paths = require_run(run_dir, "autoencoder", "diffusion")
     start = time.perf_counter()
@@ -98,47 +117,41 @@ def evaluate_run(run_dir: Path, n: int, steps: int, guidance: float, seed: int =
     diffusion, _ = load_diffusion(paths.root, device)
     if not 1 <= steps <= diffusion.n_steps:
         raise UserError(f"--steps must be in 1..{diffusion.n_steps} (the model's n_steps), got {steps}")
-    net, judge = load_inception(inception, device), load_judge(judge_path)
-    ref = reference_stats(data, ref_stats, net, device)
+    judge = load_judge(judge_path)
+    fid = None if skip_fid else FidScorer(data, ref_stats, inception, device)
     test_images, test_labels = create_cat_dog_dataset("test", data)
     train_images, train_labels = create_cat_dog_dataset("train", data)
-    test_features = cached_features(test_images, "test", net, device)
 
     # 1. autoencoder: reconstructions, their PSNR / FID / judge accuracy, and the latent probe
     test_latents = encode_images(autoencoder, test_images, device)
     train_latents = encode_images(autoencoder, train_images, device)
     recon = reconstruct_images(autoencoder, test_images, device)
-    recon_features = inception_features(recon, net, device, desc="reconstructions")
     probe = fit_probe(train_latents.numpy(), train_labels)
     result = {
         "run_dir": str(paths.root), "steps": steps, "guidance": guidance, "seed": seed,
         "recon_psnr": psnr_db(test_images, recon),
-        "recon_fid": frechet_distance(*feature_stats(recon_features), *feature_stats(test_features)),
+        "recon_fid": None if fid is None else frechet_distance(
+            *feature_stats(fid.features(recon, "reconstructions")), *feature_stats(fid.test_features)),
         "probe_acc": float(probe.score(test_latents.numpy(), test_labels)),
         "class_fidelity_real_test": class_accuracy(judge, test_images, test_labels),
         "class_fidelity_recon": class_accuracy(judge, recon, test_labels),
     }
 
-    # 2. samples: half cats, half dogs
+    # 2. samples (half cats, half dogs) at the main setting, then at each sweep setting
     labels = np.arange(n) % 2
-    images, latents = generate_images(autoencoder, diffusion, labels, seed, steps, guidance,
-                                      return_latents=True)
-    result.update(score_samples(images, labels, ref, test_features, judge, net, device))
-    result["latent_class_fidelity"] = float((probe.predict(latents) == labels).mean())
-
-    # 3. optional sweeps: the same scores at other guidance scales / step counts
-    for key, values in (("sweep_guidance", sweep_guidance), ("sweep_steps", sweep_steps)):
-        rows = []
-        for value in values:
-            g, s = (value, steps) if key == "sweep_guidance" else (guidance, int(value))
-            if not 1 <= s <= diffusion.n_steps:
-                raise UserError(f"--sweep-steps {s}: must be in 1..{diffusion.n_steps}")
-            imgs, lat = generate_images(autoencoder, diffusion, labels, seed, s, g, return_latents=True)
-            row = {"guidance": g, "steps": s, **score_samples(imgs, labels, ref, test_features, judge, net, device),
-                   "latent_class_fidelity": float((probe.predict(lat) == labels).mean())}
-            rows.append(row)
-        if rows:
-            result[key] = rows
+    settings = [("main", guidance, steps)]
+    settings += [("sweep_guidance", float(g), steps) for g in sweep_guidance]
+    settings += [("sweep_steps", guidance, int(s)) for s in sweep_steps]
+    for key, g, s in settings:
+        if not 1 <= s <= diffusion.n_steps:
+            raise UserError(f"--sweep-steps {s}: must be in 1..{diffusion.n_steps}")
+        images, latents = generate_images(autoencoder, diffusion, labels, seed, s, g, return_latents=True)
+        row = {**score_samples(images, labels, judge, fid),
+               "latent_class_fidelity": float((probe.predict(latents) == labels).mean())}
+        if key == "main":
+            result.update(row)
+        else:
+            result.setdefault(key, []).append({"guidance": g, "steps": s, **row})
     result["seconds"] = round(time.perf_counter() - start, 1)
     result["config"] = config_to_dict(config)
     (paths.root / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -146,7 +159,7 @@ def evaluate_run(run_dir: Path, n: int, steps: int, guidance: float, seed: int =
 
 
 def evaluate_samples_file(path: Path, data=None, ref_stats=None, inception=None, judge_path=None,
-                          device=torch.device("cpu")) -> dict:
+                          device=torch.device("cpu"), skip_fid: bool = False) -> dict:
     """Score images from any generator: an .npz with `images` uint8 (n, 32, 32, 3) and `labels` 0/1."""
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -154,10 +167,8 @@ def evaluate_samples_file(path: Path, data=None, ref_stats=None, inception=None,
     except (OSError, KeyError, ValueError) as e:
         raise UserError(f"{path}: needs arrays 'images' and 'labels' ({type(e).__name__}: {e})") from None
     check_images(images, labels, str(path))
-    net, judge = load_inception(inception, device), load_judge(judge_path)
-    ref = reference_stats(data, ref_stats, net, device)
-    test_features = cached_features(create_cat_dog_dataset("test", data)[0], "test", net, device)
-    return {"samples": str(path), **score_samples(images, labels, ref, test_features, judge, net, device)}
+    fid = None if skip_fid else FidScorer(data, ref_stats, inception, device)
+    return {"samples": str(path), **score_samples(images, labels, load_judge(judge_path), fid)}
 
 
 def format_table(result: dict) -> str:
@@ -171,7 +182,7 @@ def format_table(result: dict) -> str:
             lines.append(f"\n{key}:\n{'guidance':>9s} {'steps':>6s} {'fid':>8s} {'kid':>8s} "
                          f"{'class_fid':>9s} {'latent_cf':>9s}")
             for r in result[key]:
-                lines.append(f"{r['guidance']:9.2f} {r['steps']:6d} {r['fid']:8.2f} {r['kid']:8.4f} "
+                lines.append(f"{r['guidance']:9.2f} {r['steps']:6d} {_fmt(r['fid']):>8s} {_fmt(r['kid']):>8s} "
                              f"{r['class_fidelity']:9.3f} {r['latent_class_fidelity']:9.3f}")
     return "\n".join(lines)
 
@@ -179,4 +190,4 @@ def format_table(result: dict) -> str:
 def _fmt(v) -> str:
     if v is None:
         return "-"
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -29,6 +29,7 @@ from catdog.checkpoint import check_config_matches, load_into, load_weights, sav
 from catdog.config import Config, config_from_dict, config_to_dict
 from catdog.data import create_cat_dog_dataset
 from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
+from catdog.distributed import current_world
 from catdog.errors import UserError
 from catdog.train import encode_images, train_autoencoder, train_diffusion
 
@@ -113,9 +114,19 @@ def require_run(run_dir: Path, *files: str) -> RunPaths:
     return paths
 
 
+def say(message: str) -> None:
+    """A status line, from rank 0 only."""
+    if current_world().is_main:
+        tqdm.write(message)
+
+
 def prepare_run_dir(run_dir: Path, config: Config, force: bool) -> RunPaths:
-    """Create the folder, write config.json; with force, delete every trained artifact."""
+    """Create the folder, write config.json; with force, delete every trained artifact (rank 0)."""
     paths = RunPaths(Path(run_dir))
+    world = current_world()
+    if not world.is_main:
+        world.barrier()
+        return paths
     try:
         paths.root.mkdir(parents=True, exist_ok=True)
         if force:
@@ -125,6 +136,7 @@ def prepare_run_dir(run_dir: Path, config: Config, force: bool) -> RunPaths:
         paths.config.write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
     except OSError as e:
         raise UserError(f"--run-dir {paths.root}: cannot write ({e.strerror or e})") from None
+    world.barrier()
     return paths
 
 
@@ -133,20 +145,26 @@ def ensure_autoencoder(paths: RunPaths, config: Config, data, device: torch.devi
     if paths.autoencoder.exists():
         model, trained = load_autoencoder(paths.root, device)
         check_config_matches(paths.autoencoder, config_to_dict(trained), config_to_dict(config), ("ae",))
-        tqdm.write(f"[autoencoder] trained already: {paths.autoencoder} (use --force to retrain)")
+        say(f"[autoencoder] trained already: {paths.autoencoder} (use --force to retrain)")
         return model
-    for stale in (paths.latents, paths.diffusion, paths.diffusion_state):
-        stale.unlink(missing_ok=True)                             # derived from an older AE
+    world = current_world()
+    if world.is_main:
+        for stale in (paths.latents, paths.diffusion, paths.diffusion_state):
+            stale.unlink(missing_ok=True)                         # derived from an older AE
     images, labels = create_cat_dog_dataset("train", data)
     start = time.perf_counter()
     model = train_autoencoder(config, images, labels, paths.ae_state, paths.metrics, device)
-    # the latent statistics are measured on what diffusion will train on (images and mirrors)
-    latents = encode_dataset(model, data, device, config.ae.hflip)
-    model.set_latent_stats(latents["train_latents"].to(device))
-    save_weights(paths.autoencoder, model.state_dict(), config_to_dict(config))
-    save_weights(paths.latents, latents, {}, autoencoder_sha256=file_digest(paths.autoencoder))
-    paths.ae_state.unlink(missing_ok=True)
-    tqdm.write(f"[autoencoder] trained in {time.perf_counter() - start:.0f} s -> {paths.autoencoder}")
+    if world.is_main:
+        # the latent statistics are measured on what diffusion will train on (images and mirrors)
+        latents = encode_dataset(model, data, device, config.ae.hflip)
+        model.set_latent_stats(latents["train_latents"].to(device))
+        save_weights(paths.autoencoder, model.state_dict(), config_to_dict(config))
+        save_weights(paths.latents, latents, {}, autoencoder_sha256=file_digest(paths.autoencoder))
+        paths.ae_state.unlink(missing_ok=True)
+        say(f"[autoencoder] trained in {time.perf_counter() - start:.0f} s -> {paths.autoencoder}")
+    world.barrier()
+    if not world.is_main:                                         # pick up rank 0's measured stats
+        model, _ = load_autoencoder(paths.root, device)
     return model
 
 
@@ -170,13 +188,17 @@ def ensure_latents(paths: RunPaths, model: SimpleAutoencoder, data, device: torc
                    hflip: bool) -> dict[str, torch.Tensor]:
     """The cached raw latents of this run's autoencoder; encoded again only if stale or missing."""
     ae_digest = file_digest(paths.autoencoder)
+    world = current_world()
     if paths.latents.exists():
         tensors, _, meta = load_weights(paths.latents)
         if meta.get("autoencoder_sha256") == ae_digest:
             return tensors
-    tensors = encode_dataset(model, data, device, hflip)
-    save_weights(paths.latents, tensors, {}, autoencoder_sha256=ae_digest)
-    return tensors
+    world.barrier()                                               # all ranks saw the stale cache
+    if world.is_main:
+        save_weights(paths.latents, encode_dataset(model, data, device, hflip), {},
+                     autoencoder_sha256=ae_digest)
+    world.barrier()
+    return load_weights(paths.latents)[0]
 
 
 def ensure_diffusion(paths: RunPaths, config: Config, model: SimpleAutoencoder,
@@ -190,30 +212,36 @@ def ensure_diffusion(paths: RunPaths, config: Config, model: SimpleAutoencoder,
         _, _, meta = load_weights(paths.diffusion)
         if meta.get("autoencoder_sha256") != ae_digest:
             raise UserError(f"{paths.diffusion} belongs to a different autoencoder; rerun with --force")
-        tqdm.write(f"[diffusion] trained already: {paths.diffusion} (use --force to retrain)")
+        say(f"[diffusion] trained already: {paths.diffusion} (use --force to retrain)")
         return diffusion
     start = time.perf_counter()
     z = model.normalize(latents["train_latents"].to(device)).cpu()
     ema = train_diffusion(config, z, latents["train_labels"].long(), paths.diffusion_state,
                           paths.metrics, device)
-    save_weights(paths.diffusion, ema.state_dict(), config_to_dict(config), autoencoder_sha256=ae_digest)
-    paths.diffusion_state.unlink(missing_ok=True)
-    tqdm.write(f"[diffusion] trained in {time.perf_counter() - start:.0f} s -> {paths.diffusion}")
+    world = current_world()
+    if world.is_main:
+        save_weights(paths.diffusion, ema.state_dict(), config_to_dict(config), autoencoder_sha256=ae_digest)
+        paths.diffusion_state.unlink(missing_ok=True)
+        say(f"[diffusion] trained in {time.perf_counter() - start:.0f} s -> {paths.diffusion}")
+    world.barrier()
     return ema
 
 
 def run_all(config: Config, run_dir: Path, data=None, device_name: str | None = None,
             force: bool = False, stages: tuple[str, ...] = ("ae", "diffusion", "figures")) -> RunPaths:
     """The main job: train what is missing, then write the figures."""
+    world = current_world()
     device = pick_device(device_name)
+    if device.type == "cuda" and world.size > 1:
+        device = torch.device("cuda", world.local_rank)
     paths = prepare_run_dir(run_dir, config, force)
-    tqdm.write(f"[run] {paths.root} on {device}")
+    say(f"[run] {paths.root} on {device}" + (f", {world.size} processes" if world.size > 1 else ""))
     model = ensure_autoencoder(paths, config, data, device)
     if "diffusion" in stages or "figures" in stages:
         latents = ensure_latents(paths, model, data, device, config.ae.hflip)
         if "diffusion" in stages:
             ensure_diffusion(paths, config, model, latents, device)
-    if "figures" in stages:
+    if "figures" in stages and world.is_main:
         from catdog.figures import write_all_figures
         write_all_figures(paths, data, device)
     return paths

@@ -24,6 +24,7 @@ from catdog.checkpoint import load_state, save_state
 from catdog.config import Config, config_to_dict
 from catdog.data import to_model_range, to_uint8
 from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
+from catdog.distributed import current_world, loss_module
 from catdog.errors import UserError
 
 
@@ -56,7 +57,8 @@ class MetricsLog:
         self.path, self.stage, self.batch_size = path, stage, batch_size
         self.last_time, self.last_step = time.perf_counter(), start_step
 
-    def write(self, step: int, lr: float, parts: dict[str, float], extra: dict | None = None) -> dict:
+    def write(self, step: int, lr: float, parts: dict, extra: dict | None = None) -> dict:
+        parts = {k: float(v) for k, v in parts.items()}           # tensors -> numbers (syncs once)
         now = time.perf_counter()
         per_s = (step - self.last_step) * self.batch_size / max(now - self.last_time, 1e-9)
         self.last_time, self.last_step = now, step
@@ -87,6 +89,7 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
     model = SimpleAutoencoder(cfg).to(device)
     opt = _optimizer(model, cfg.ae_lr, cfg.ae_weight_decay)
     generator = torch.Generator().manual_seed(run.seed)         # flips and latent noise
+    world = current_world()
     step = 0
     if state_path.exists():
         state = load_state(state_path, config_to_dict(config), ("ae",))
@@ -94,36 +97,43 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
         opt.load_state_dict(state["optimizer"])
         generator.set_state(state["rng"])
         step = state["step"]
-        tqdm.write(f"[autoencoder] resuming from {state_path} at step {step}")
+        if world.is_main:
+            tqdm.write(f"[autoencoder] resuming from {state_path} at step {step}")
     x_all = to_model_range(images).to(device)                   # (N, 3, 32, 32) in [-1, 1]
     y_all = torch.as_tensor(labels, dtype=torch.long).to(device)
+    shard = world.shard(cfg.ae_batch_size)                       # this process's part of each batch
+    step_loss = loss_module(model, world, run.compile)           # model.loss, inside DDP if distributed
     log = MetricsLog(metrics_path, "autoencoder", cfg.ae_batch_size, step)
     model.train()
     for step in tqdm(range(step, cfg.ae_train_steps), initial=step, total=cfg.ae_train_steps,
-                     desc="autoencoder", disable=None, mininterval=2):
+                     desc="autoencoder", disable=None if world.is_main else True, mininterval=2):
         lr = lr_at(step, cfg.ae_lr, cfg.ae_warmup_steps, cfg.ae_train_steps)
         for group in opt.param_groups:
             group["lr"] = lr
-        # 1. batch: fixed order per (seed, epoch), random horizontal flips
-        idx = batch_indices(len(x_all), cfg.ae_batch_size, step, run.seed).to(device)
-        x, y = x_all[idx], y_all[idx]
+        # 1. global batch: fixed order per (seed, epoch), random horizontal flips, latent noise;
+        #    every rank draws all of it and keeps its shard
+        idx = batch_indices(len(x_all), cfg.ae_batch_size, step, run.seed)
         flip = torch.rand(len(idx), generator=generator) < 0.5
+        noise = torch.randn(len(idx), cfg.latent_dim, generator=generator)
+        idx, flip, noise = idx[shard].to(device), flip[shard].to(device), noise[shard].to(device)
+        x, y = x_all[idx], y_all[idx]
         if cfg.hflip:
-            x = torch.where(flip.to(device)[:, None, None, None], x.flip(3), x)
-        noise = torch.randn(len(idx), cfg.latent_dim, generator=generator).to(device)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
         # 2. loss and update
         with autocast(device, run.bf16):
-            loss, parts = model.loss(x, y, noise)
+            loss, parts = step_loss(x, y, noise)
         _check_finite(loss, "autoencoder", step, state_path)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), run.grad_clip)
         opt.step()
-        # 3. log and checkpoint (state after `step + 1` updates)
+        # 3. log and checkpoint (state after `step + 1` updates), on rank 0 only
         done = step + 1
         if done % run.log_every_steps == 0 or done == cfg.ae_train_steps:
-            log.write(done, lr, parts)
-        if done % run.checkpoint_every_steps == 0 and done < cfg.ae_train_steps:
+            parts = world.mean(parts)                            # the global batch's losses
+            if world.is_main:
+                log.write(done, lr, parts)
+        if world.is_main and done % run.checkpoint_every_steps == 0 and done < cfg.ae_train_steps:
             save_state(state_path, {"stage": "autoencoder", "config": config_to_dict(config),
                                     "step": done, "model": model.state_dict(),
                                     "optimizer": opt.state_dict(), "rng": generator.get_state()})
@@ -164,6 +174,7 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
     ema_decay = 0.5 ** (1 / cfg.ema_halflife_steps)              # halves a weight's influence per halflife
     opt = _optimizer(diffusion, cfg.diffusion_lr, cfg.diffusion_weight_decay)
     generator = torch.Generator().manual_seed(run.seed + 1)     # t, noise, label dropout
+    world = current_world()
     step = 0
     if state_path.exists():
         state = load_state(state_path, config_to_dict(config), ("ae", "diffusion"))
@@ -172,30 +183,40 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
         opt.load_state_dict(state["optimizer"])
         generator.set_state(state["rng"])
         step = state["step"]
-        tqdm.write(f"[diffusion] resuming from {state_path} at step {step}")
+        if world.is_main:
+            tqdm.write(f"[diffusion] resuming from {state_path} at step {step}")
     z_all, y_all = z_all.to(device), y_all.to(device)
+    shard = world.shard(cfg.diffusion_batch_size)
+    step_loss = loss_module(diffusion, world, run.compile)
     log = MetricsLog(metrics_path, "diffusion", cfg.diffusion_batch_size, step)
     diffusion.train()
-    for step in tqdm(range(step, cfg.diffusion_train_steps), initial=step,
-                     total=cfg.diffusion_train_steps, desc="diffusion", disable=None, mininterval=2):
+    for step in tqdm(range(step, cfg.diffusion_train_steps), initial=step, total=cfg.diffusion_train_steps,
+                     desc="diffusion", disable=None if world.is_main else True, mininterval=2):
         lr = lr_at(step, cfg.diffusion_lr, cfg.diffusion_warmup_steps, cfg.diffusion_train_steps)
         for group in opt.param_groups:
             group["lr"] = lr
-        idx = batch_indices(len(z_all), cfg.diffusion_batch_size, step, run.seed).to(device)
+        # 1. global batch and its random inputs (t, noise, label dropout); keep this rank's shard
+        idx = batch_indices(len(z_all), cfg.diffusion_batch_size, step, run.seed)
+        t, noise, drop = diffusion.draw(len(idx), z_all.shape[1], generator)
+        idx, t, noise, drop = (v[shard].to(device) for v in (idx, t, noise, drop))
+        # 2. loss and update, then the EMA of the weights
         with autocast(device, run.bf16):
-            loss = diffusion.loss(z_all[idx], y_all[idx], generator)
+            loss = step_loss(z_all[idx], y_all[idx], t, noise, drop)
         _check_finite(loss, "diffusion", step, state_path)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(diffusion.parameters(), run.grad_clip)
         opt.step()
-        with torch.no_grad():                                     # EMA of the weights
+        with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), diffusion.parameters()):
                 p_ema.lerp_(p, 1 - ema_decay)
+        # 3. log and checkpoint on rank 0
         done = step + 1
         if done % run.log_every_steps == 0 or done == cfg.diffusion_train_steps:
-            log.write(done, lr, {"loss": loss.item()})
-        if done % run.checkpoint_every_steps == 0 and done < cfg.diffusion_train_steps:
+            parts = world.mean({"loss": loss.detach()})
+            if world.is_main:
+                log.write(done, lr, parts)
+        if world.is_main and done % run.checkpoint_every_steps == 0 and done < cfg.diffusion_train_steps:
             save_state(state_path, {"stage": "diffusion", "config": config_to_dict(config),
                                     "step": done, "model": diffusion.state_dict(), "ema": ema.state_dict(),
                                     "optimizer": opt.state_dict(), "rng": generator.get_state()})
