@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from catdog.config import PRESETS, override  # noqa: E402
 from catdog.data import create_cat_dog_dataset  # noqa: E402
+from catdog.evaluate import cached_features  # noqa: E402
+from catdog.fid import feature_stats, frechet_distance, inception_features, load_inception  # noqa: E402
 from catdog.judge import class_accuracy, load_judge  # noqa: E402
 from catdog.metrics import linear_probe_accuracy, psnr_db  # noqa: E402
 from catdog.pipeline import pick_device  # noqa: E402
@@ -27,12 +29,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="+", help="NAME=JSON overrides of the cpu preset")
     parser.add_argument("--steps", type=int, default=700)
+    parser.add_argument("--fid-n", type=int, default=0,
+                        help="also the recon FID of the first N test images vs those originals (0: skip)")
     args = parser.parse_args()
     device = pick_device()
     judge = load_judge()
     train_images, train_labels = create_cat_dog_dataset("train")
     test_images, test_labels = create_cat_dog_dataset("test")
-    print(f"{'variant':14s} {'psnr_dB':>8s} {'probe':>6s} {'judge_recon':>11s} {'train_s':>8s}  overrides")
+    fid_images = test_images[:args.fid_n]
+    if args.fid_n:
+        fid_ref = feature_stats(cached_features(fid_images, "test", load_inception(), device))
+    print(f"{'variant':14s} {'psnr_dB':>8s} {'probe':>6s} {'judge_recon':>11s} {'recon_fid':>9s} {'train_s':>8s}"
+          "  overrides")
     for variant in args.variants:
         name, _, changes = variant.partition("=")
         changes = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(changes or "{}").items()}
@@ -45,9 +53,11 @@ def main() -> None:
         recon = reconstruct_images(model, test_images, device)
         probe = linear_probe_accuracy(encode_images(model, train_images, device).numpy(), train_labels,
                                       encode_images(model, test_images, device).numpy(), test_labels)
+        recon_fid = frechet_distance(*feature_stats(inception_features(recon[:args.fid_n])), *fid_ref) \
+            if args.fid_n else float("nan")
         print(f"{name:14s} {psnr_db(test_images, recon):8.2f} {probe:6.3f} "
-              f"{class_accuracy(judge, recon, test_labels):11.3f} {seconds:8.0f}  {json.dumps(changes)}",
-              flush=True)
+              f"{class_accuracy(judge, recon, test_labels):11.3f} {recon_fid:9.1f} {seconds:8.0f}  "
+              f"{json.dumps(changes)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def main() -> None:
     def ae_steps():
         for _ in range(args.steps_per_repeat):
             with autocast(device, config.run.bf16):
-                loss, _ = model.loss(x, y)
+                loss, _, _ = model.loss(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -40,19 +40,24 @@ def _same(a: dict, b: dict):
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("kill_at_save", [1, 2])
-def test_autoencoder_resume_equals_uninterrupted(tmp_path, monkeypatch, kill_at_save):
+@pytest.mark.parametrize("kill_at_save,adversarial", [(1, False), (2, False), (2, True)])
+def test_autoencoder_resume_equals_uninterrupted(tmp_path, monkeypatch, kill_at_save, adversarial):
+    """Also with the adversarial term on (discriminator and its optimizer in the checkpoint)."""
+    config = override(CONFIG, {"adv_weight": 0.1, "adv_start_step": 2}) if adversarial else CONFIG
     images, labels = create_cat_dog_dataset("train")
     images, labels = images[::40], labels[::40]                 # 250 images: fast
     cpu = torch.device("cpu")
-    ref = train_module.train_autoencoder(CONFIG, images, labels, tmp_path / "ref.pt", tmp_path / "m1", cpu)
+    ref = train_module.train_autoencoder(config, images, labels, tmp_path / "ref.pt", tmp_path / "m1", cpu)
     _kill_after_saves(monkeypatch, kill_at_save)
     with pytest.raises(Killed):
-        train_module.train_autoencoder(CONFIG, images, labels, tmp_path / "s.pt", tmp_path / "m2", cpu)
+        train_module.train_autoencoder(config, images, labels, tmp_path / "s.pt", tmp_path / "m2", cpu)
     monkeypatch.undo()
-    assert load_state(tmp_path / "s.pt", config_to_dict(CONFIG), ("ae",))["step"] == 4 * kill_at_save
-    resumed = train_module.train_autoencoder(CONFIG, images, labels, tmp_path / "s.pt", tmp_path / "m2", cpu)
+    state = load_state(tmp_path / "s.pt", config_to_dict(config), ("ae",))
+    assert state["step"] == 4 * kill_at_save and ("discriminator" in state) == adversarial
+    resumed = train_module.train_autoencoder(config, images, labels, tmp_path / "s.pt", tmp_path / "m2", cpu)
     _same(ref.state_dict(), resumed.state_dict())
+    if adversarial:
+        assert "adv" in (tmp_path / "m2").read_text() and "disc" in (tmp_path / "m2").read_text()
 
 
 def test_diffusion_resume_equals_uninterrupted(tmp_path, monkeypatch):

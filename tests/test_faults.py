@@ -105,8 +105,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
     def loss_turning_nan(self, *args):
         calls["n"] += 1
-        total, parts = real_loss(self, *args)
-        return (total * float("nan"), parts) if calls["n"] > 12 else (total, parts)
+        total, parts, x_hat = real_loss(self, *args)
+        return (total * float("nan") if calls["n"] > 12 else total), parts, x_hat
     monkeypatch.setattr(SimpleAutoencoder, "loss", loss_turning_nan)
     state = tmp_path / "ae_state.pt"
     with pytest.raises(UserError, match="nan at step 12"):

@@ -18,6 +18,7 @@ from torch import nn
 
 from catdog.config import AutoencoderConfig
 from catdog.data import CLASS_NAMES
+from catdog.discriminator import generator_hinge_loss
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -132,9 +133,11 @@ class SimpleAutoencoder(nn.Module):
         latent = self.encode(x)
         return self.decode(latent), latent, self.classifier(latent)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Weighted sum of reconstruction (MSE + L1), latent classification CE and Center Loss.
+    def loss(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None = None,
+             discriminator: nn.Module | None = None
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Weighted sum of reconstruction (MSE + L1), latent classification CE, Center Loss and,
+        if a discriminator is given, the adversarial hinge term. Returns (total, parts, x_hat).
 
         `noise` (B, latent_dim), if given, is added to the latent before decoding only, so the
         decoder learns to tolerate the small errors a diffusion sample will have.
@@ -148,7 +151,11 @@ class SimpleAutoencoder(nn.Module):
         center = self.center_loss(latent, y)
         total = mse + cfg.l1_weight * l1 + cfg.cls_weight * ce + cfg.center_weight * center
         parts = {"loss": total, "mse": mse, "l1": l1, "ce": ce, "center": center}
-        return total, {k: v.detach() for k, v in parts.items()}          # tensors: no GPU sync here
+        if discriminator is not None:
+            adv = generator_hinge_loss(discriminator(x_hat))
+            total = total + cfg.adv_weight * adv
+            parts.update(loss=total, adv=adv)
+        return total, {k: v.detach() for k, v in parts.items()}, x_hat   # tensors: no GPU sync
 
     # --- standardised latents z, the space diffusion works in ---------------------------------
     @torch.no_grad()

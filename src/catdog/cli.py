@@ -6,6 +6,7 @@
     catdog sample           images of one class from a trained run, as a PNG grid and/or .npz
     catdog visualize        rewrite the figures of a trained run
     catdog evaluate         FID / KID / class fidelity / reconstruction metrics -> eval.json
+    catdog export           a slim (fp16) copy of a trained run, e.g. for pretrained/
 
 User errors print one line on stderr and exit with status 2; no traceback.
 """
@@ -111,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=64, help="number of images")
     p.add_argument("--steps", type=_positive_int, default=50,
                    help="DDIM steps; equal to the model's n_steps runs the full ancestral DDPM chain")
-    p.add_argument("--guidance", type=_finite_float, default=2.0, help="classifier-free guidance scale")
+    p.add_argument("--guidance", type=_finite_float, default=None,
+                   help="classifier-free guidance scale (default: the run's, 3 for the presets)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="PNG grid to write")
     p.add_argument("--npz", type=Path, default=None, help="also write raw uint8 images (key 'images')")
@@ -122,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--data", default=None, help="as for run")
     p.add_argument("--device", default=None)
+    p = sub.add_parser("export", help="slim copy of a trained run (weights, config, eval) for sharing",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="destination folder, e.g. pretrained")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16)")
+    p.add_argument("--guidance", type=_finite_float, default=None, help="new default guidance scale")
+
     p = sub.add_parser("evaluate", help="FID, KID, class fidelity and AE metrics -> RUN_DIR/eval.json",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=EXAMPLES)
     p.add_argument("--run-dir", type=Path, default=None, help="trained run folder to evaluate")
@@ -198,12 +207,13 @@ def cmd_sample(args) -> int:
         raise UserError("nothing to write: give --out FILE.png and/or --npz FILE.npz")
     paths = require_run(args.run_dir, "autoencoder", "diffusion")
     device = pick_device(args.device)
-    autoencoder, _ = load_autoencoder(paths.root, device)
+    autoencoder, config = load_autoencoder(paths.root, device)
     diffusion, _ = load_diffusion(paths.root, device)
     if args.steps > diffusion.n_steps:
         raise UserError(f"--steps {args.steps} exceeds the model's n_steps ({diffusion.n_steps})")
+    guidance = config.run.guidance if args.guidance is None else args.guidance
     images = generate_images(autoencoder, diffusion, np.full(args.n, class_id), args.seed, args.steps,
-                             args.guidance, progress=True)
+                             guidance, progress=True)
     if args.out is not None:
         save_image_grid(images, args.out)
         print(f"wrote {args.out}")
@@ -214,10 +224,17 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from catdog.pipeline import export_run
+    for path in export_run(args.run_dir, args.out, fp16=not args.fp32, guidance=args.guidance):
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
 def cmd_visualize(args) -> int:
     from catdog.figures import write_all_figures
     from catdog.pipeline import pick_device, require_run
-    paths = require_run(args.run_dir, "autoencoder", "diffusion", "latents")
+    paths = require_run(args.run_dir, "autoencoder", "diffusion")
     for path in write_all_figures(paths, args.data, pick_device(args.device)):
         print(path)
     return 0
@@ -230,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
             stages = {"run": ("ae", "diffusion", "figures"), "train-ae": ("ae",),
                       "train-diffusion": ("ae", "diffusion")}[args.command]
             return cmd_train(args, stages)
-        return {"sample": cmd_sample, "visualize": cmd_visualize, "evaluate": cmd_evaluate}[args.command](args)
+        commands = {"sample": cmd_sample, "visualize": cmd_visualize, "evaluate": cmd_evaluate,
+                    "export": cmd_export}
+        return commands[args.command](args)
     except UserError as e:
         print(f"catdog: error: {e}", file=sys.stderr)
         return 2

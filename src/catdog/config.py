@@ -16,18 +16,21 @@ from catdog.errors import UserError
 @dataclass(frozen=True)
 class AutoencoderConfig:
     latent_dim: int = 128                    # flat latent vector, the spec's 128
-    ae_channels: tuple[int, ...] = (32, 64, 128, 256)  # encoder widths at 32, 16, 8, 4 px
+    ae_channels: tuple[int, ...] = (32, 64, 128, 128)  # encoder widths at 32, 16, 8, 4 px
     ae_blocks: int = 1                       # CAB blocks per resolution (encoder and decoder)
-    ae_train_steps: int = 1500
+    ae_train_steps: int = 2000
     ae_batch_size: int = 64
     ae_lr: float = 2e-3
     ae_warmup_steps: int = 100
     ae_weight_decay: float = 1e-4
     l1_weight: float = 0.5                   # L1 next to MSE: sharper edges than MSE alone
-    cls_weight: float = 0.01                 # latent classifier CE; small so recon stays main
-    center_weight: float = 0.01              # Center Loss (Wen et al. 2016) on the latent
+    cls_weight: float = 0.1                  # latent classifier CE; small so recon stays main
+    center_weight: float = 0.05              # Center Loss (Wen et al. 2016) on the latent
     latent_noise_std: float = 0.05           # noise on the (unit-RMS) latent while training: smooth decoder
     hflip: bool = True                       # horizontal-flip augmentation
+    adv_weight: float = 0.0                  # PatchGAN hinge loss on the decoder (0 = off)
+    adv_start_step: int = 0                  # switch the adversarial term on after this step
+    disc_width: int = 32                     # discriminator base width
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,9 @@ class DiffusionConfig:
     n_steps: int = 1000                      # discrete diffusion steps t = 0..n_steps-1
     unet_widths: tuple[int, ...] = (384, 192)  # MLP widths per U level, outermost first
     unet_blocks: int = 2                     # residual blocks per level (each side of the U)
-    emb_dim: int = 256                       # time + class embedding width
+    emb_dim: int = 128                       # time + class embedding width
     label_dropout: float = 0.1               # P(y -> null class): classifier-free guidance
-    diffusion_train_steps: int = 3000
+    diffusion_train_steps: int = 4000
     diffusion_batch_size: int = 256
     diffusion_lr: float = 1e-3
     diffusion_warmup_steps: int = 200
@@ -55,7 +58,7 @@ class RunConfig:
     bf16: bool = True                        # bf16 autocast, used on CUDA only
     compile: bool = False                    # torch.compile the training step, CUDA only
     sample_steps: int = 50                   # DDIM steps for figures and `sample`
-    guidance: float = 2.0                    # classifier-free guidance scale for figures
+    guidance: float = 6.0                    # classifier-free guidance scale (figures, sample, evaluate)
     figure_samples_per_class: int = 16
     n_eval_latents: int = 2000               # test latents used for t-SNE / probes
 
@@ -156,6 +159,8 @@ def validate(config: Config) -> None:
         raise UserError("--ae-channels needs 4 positive widths (for 32, 16, 8 and 4 px)")
     if not dif.unet_widths or min(dif.unet_widths) <= 0:
         raise UserError("--unet-widths needs at least one positive width")
+    if ae.adv_weight < 0 or ae.disc_width <= 0 or ae.disc_width % 4:
+        raise UserError("--adv-weight must be >= 0 and --disc-width a positive multiple of 4")
     if not 0.0 <= dif.label_dropout < 1.0:
         raise UserError(f"--label-dropout must be in [0, 1), got {dif.label_dropout}")
     if run.sample_steps > dif.n_steps:

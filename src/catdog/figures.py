@@ -11,10 +11,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from catdog.checkpoint import load_weights
 from catdog.data import CLASS_NAMES, create_cat_dog_dataset, to_uint8
 from catdog.metrics import linear_probe_accuracy, psnr_db
-from catdog.pipeline import RunPaths, load_autoencoder, load_diffusion, require_run
+from catdog.pipeline import RunPaths, ensure_latents, load_autoencoder, load_diffusion, require_run
 from catdog.sample import decode_latents, generate_images, sample_latents
 from catdog.train import reconstruct_images
 from catdog.viz import (create_diffusion_animation, generate_samples_grid, plot_training_curves,
@@ -41,10 +40,10 @@ def frame_labels(steps: int) -> list[str]:
 
 def write_all_figures(paths: RunPaths, data=None, device: torch.device = torch.device("cpu")) -> list:
     """Write reconstructions, latent t-SNE, sample grid, GIFs, denoising paths and curves."""
-    require_run(paths.root, "autoencoder", "diffusion", "latents")
+    require_run(paths.root, "autoencoder", "diffusion")
     autoencoder, config = load_autoencoder(paths.root, device)
     diffusion, _ = load_diffusion(paths.root, device)
-    latents, _, _ = load_weights(paths.latents)
+    latents = ensure_latents(paths, autoencoder, data, device, config.ae.hflip)   # cached, or encoded now
     run = config.run
     out = paths.figures
     written = []

@@ -227,6 +227,31 @@ def ensure_diffusion(paths: RunPaths, config: Config, model: SimpleAutoencoder,
     return ema
 
 
+def export_run(run_dir: Path, out_dir: Path, fp16: bool = True, guidance: float | None = None) -> list[Path]:
+    """A slim copy of a trained run for sampling and evaluation: both weight files (optionally
+    fp16), config, metrics log and eval.json; no training state, latent cache or figures.
+    `guidance` replaces the run's default guidance scale (a sampling setting, not a weight)."""
+    src, dst = require_run(run_dir, "autoencoder", "diffusion"), RunPaths(Path(out_dir))
+    dst.root.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("autoencoder", "diffusion"):
+        tensors, config, meta = load_weights(getattr(src, name))
+        if guidance is not None:
+            config["run"]["guidance"] = guidance
+        if fp16:
+            tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        extra = {k: v for k, v in meta.items() if k not in ("config", "format_version")}
+        save_weights(getattr(dst, name), tensors, config, **extra, exported_from=str(src.root),
+                     dtype="float16" if fp16 else "float32")
+        written.append(getattr(dst, name))
+    for path in (src.metrics, src.root / "eval.json"):
+        if path.is_file():
+            (dst.root / path.name).write_bytes(path.read_bytes())
+            written.append(dst.root / path.name)
+    dst.config.write_text(json.dumps(config, indent=2) + "\n")   # the (possibly updated) config
+    return written + [dst.config]
+
+
 def run_all(config: Config, run_dir: Path, data=None, device_name: str | None = None,
             force: bool = False, stages: tuple[str, ...] = ("ae", "diffusion", "figures")) -> RunPaths:
     """The main job: train what is missing, then write the figures."""
@@ -244,4 +269,5 @@ def run_all(config: Config, run_dir: Path, data=None, device_name: str | None = 
     if "figures" in stages and world.is_main:
         from catdog.figures import write_all_figures
         write_all_figures(paths, data, device)
+    world.barrier()                                               # no rank leaves while rank 0 works
     return paths

@@ -24,6 +24,7 @@ from catdog.checkpoint import load_state, save_state
 from catdog.config import Config, config_to_dict
 from catdog.data import to_model_range, to_uint8
 from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
+from catdog.discriminator import PatchDiscriminator
 from catdog.distributed import current_world, loss_module
 from catdog.errors import UserError
 
@@ -89,12 +90,17 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
     model = SimpleAutoencoder(cfg).to(device)
     opt = _optimizer(model, cfg.ae_lr, cfg.ae_weight_decay)
     generator = torch.Generator().manual_seed(run.seed)         # flips and latent noise
+    disc = PatchDiscriminator(cfg.disc_width).to(device) if cfg.adv_weight > 0 else None
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.ae_lr, betas=(0.5, 0.9)) if disc else None
     world = current_world()
     step = 0
     if state_path.exists():
         state = load_state(state_path, config_to_dict(config), ("ae",))
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if disc is not None:
+            disc.load_state_dict(state["discriminator"])
+            opt_d.load_state_dict(state["optimizer_d"])
         generator.set_state(state["rng"])
         step = state["step"]
         if world.is_main:
@@ -103,9 +109,11 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
     y_all = torch.as_tensor(labels, dtype=torch.long).to(device)
     shard = world.shard(cfg.ae_batch_size)                       # this process's part of each batch
     step_loss = loss_module(model, world, run.compile)           # model.loss, inside DDP if distributed
-    log = MetricsLog(metrics_path, "autoencoder", cfg.ae_batch_size, step)
+    disc_loss = loss_module(disc, world, run.compile) if disc is not None else None
+    start_step = step
+    log = MetricsLog(metrics_path, "autoencoder", cfg.ae_batch_size, start_step)
     model.train()
-    for step in tqdm(range(step, cfg.ae_train_steps), initial=step, total=cfg.ae_train_steps,
+    for step in tqdm(range(start_step, cfg.ae_train_steps), initial=start_step, total=cfg.ae_train_steps,
                      desc="autoencoder", disable=None if world.is_main else True, mininterval=2):
         lr = lr_at(step, cfg.ae_lr, cfg.ae_warmup_steps, cfg.ae_train_steps)
         for group in opt.param_groups:
@@ -119,24 +127,37 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
         x, y = x_all[idx], y_all[idx]
         if cfg.hflip:
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        # 2. loss and update
+        # 2. autoencoder loss and update (the discriminator, if on, is frozen for this part)
+        adversarial = disc is not None and step >= cfg.adv_start_step
+        if adversarial:
+            disc.requires_grad_(False)
         with autocast(device, run.bf16):
-            loss, parts = step_loss(x, y, noise)
+            loss, parts, x_hat = step_loss(x, y, noise, disc if adversarial else None)
         _check_finite(loss, "autoencoder", step, state_path)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), run.grad_clip)
         opt.step()
-        # 3. log and checkpoint (state after `step + 1` updates), on rank 0 only
+        # 3. discriminator update: real images against these reconstructions (hinge loss)
+        if adversarial:
+            disc.requires_grad_(True)
+            with autocast(device, run.bf16):
+                d_loss = disc_loss(x, x_hat.detach())
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            parts["disc"] = d_loss.detach()
+        # 4. log and checkpoint (state after `step + 1` updates), on rank 0 only
         done = step + 1
         if done % run.log_every_steps == 0 or done == cfg.ae_train_steps:
             parts = world.mean(parts)                            # the global batch's losses
             if world.is_main:
                 log.write(done, lr, parts)
         if world.is_main and done % run.checkpoint_every_steps == 0 and done < cfg.ae_train_steps:
+            extra = {"discriminator": disc.state_dict(), "optimizer_d": opt_d.state_dict()} if disc else {}
             save_state(state_path, {"stage": "autoencoder", "config": config_to_dict(config),
                                     "step": done, "model": model.state_dict(),
-                                    "optimizer": opt.state_dict(), "rng": generator.get_state()})
+                                    "optimizer": opt.state_dict(), "rng": generator.get_state(), **extra})
     model.eval()
     return model
 
@@ -188,9 +209,11 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
     z_all, y_all = z_all.to(device), y_all.to(device)
     shard = world.shard(cfg.diffusion_batch_size)
     step_loss = loss_module(diffusion, world, run.compile)
-    log = MetricsLog(metrics_path, "diffusion", cfg.diffusion_batch_size, step)
+    start_step = step
+    log = MetricsLog(metrics_path, "diffusion", cfg.diffusion_batch_size, start_step)
     diffusion.train()
-    for step in tqdm(range(step, cfg.diffusion_train_steps), initial=step, total=cfg.diffusion_train_steps,
+    for step in tqdm(range(start_step, cfg.diffusion_train_steps), initial=start_step,
+                     total=cfg.diffusion_train_steps,
                      desc="diffusion", disable=None if world.is_main else True, mininterval=2):
         lr = lr_at(step, cfg.diffusion_lr, cfg.diffusion_warmup_steps, cfg.diffusion_train_steps)
         for group in opt.param_groups:

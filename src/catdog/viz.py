@@ -162,7 +162,7 @@ def plot_training_curves(metrics_path, out_path) -> Path:
     fig, axes = plt.subplots(1, max(len(stages), 1), figsize=(5 * max(len(stages), 1), 3.5), squeeze=False)
     for ax, stage in zip(axes[0], stages):
         steps = sorted(records[stage])
-        keys = [k for k in records[stage][steps[-1]] if k in ("loss", "mse", "l1", "ce", "center")]
+        keys = [k for k in records[stage][steps[-1]] if k in ("loss", "mse", "l1", "ce", "center", "adv", "disc")]
         for key in keys:
             ax.plot(steps, [records[stage][s][key] for s in steps], label=key)
         ax.set_yscale("log")
