@@ -57,7 +57,7 @@ def write_all_figures(paths: RunPaths, data=None, device: torch.device = torch.d
                                              out / "reconstructions.png", psnr_db(test_images, recon_uint8)))
 
     # 2. latent space: t-SNE of test latents, linear-probe accuracy in the title
-    n_train = len(create_cat_dog_dataset("train", data)[1])                # unflipped train latents
+    n_train = len(latents["train_latents"]) // (2 if config.ae.hflip else 1)   # unflipped ones come first
     probe = linear_probe_accuracy(latents["train_latents"][:n_train].numpy(),
                                   latents["train_labels"][:n_train].numpy(),
                                   latents["test_latents"].numpy(), latents["test_labels"].numpy())
