@@ -1,6 +1,8 @@
 """Figures of a tiny trained run: files decode with the expected sizes, and the trajectory figures
 show the sampler's real trajectory. Run: pytest tests/test_figures.py"""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from catdog.data import to_uint8
 from catdog.figures import TRAJECTORY_SEED_OFFSET, trajectory, write_all_figures
 from catdog.pipeline import load_autoencoder, load_diffusion
 from catdog.sample import decode_latents, sample_latents
+from catdog.viz import plot_training_curves
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +67,12 @@ def test_trajectory_ends_at_the_sampled_latent_and_image(tiny_run):
 def test_visualize_command_rewrites_the_figures(tiny_run, capsys):
     assert main(["visualize", "--run-dir", str(tiny_run.root)]) == 0
     assert "samples.png" in capsys.readouterr().out
+
+
+def test_training_curves_with_a_loss_that_starts_late(tmp_path):
+    """The discriminator's loss is logged only once the adversarial term is on."""
+    rows = [{"stage": "autoencoder", "step": s, "loss": 1.0 / s, "mse": 0.5 / s} for s in (10, 20)]
+    rows += [{"stage": "autoencoder", "step": 30, "loss": 0.03, "mse": 0.01, "adv": -2.0, "disc": 0.5}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = plot_training_curves(tmp_path / "metrics.jsonl", tmp_path / "curves.png")
+    assert Image.open(out).size[0] > 100

@@ -153,9 +153,18 @@ class SimpleAutoencoder(nn.Module):
         parts = {"loss": total, "mse": mse, "l1": l1, "ce": ce, "center": center}
         if discriminator is not None:
             adv = generator_hinge_loss(discriminator(x_hat))
-            total = total + cfg.adv_weight * adv
-            parts.update(loss=total, adv=adv)
+            weight = cfg.adv_weight * self.adaptive_weight(mse + cfg.l1_weight * l1, adv)
+            total = total + weight * adv
+            parts.update(loss=total, adv=adv, adv_weight=weight)
         return total, {k: v.detach() for k, v in parts.items()}, x_hat   # tensors: no GPU sync
+
+    def adaptive_weight(self, rec: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+        """VQGAN's balance (Esser et al. 2021): |grad rec| / |grad adv| at the decoder's last layer,
+        so that `adv_weight` sets the adversarial gradient relative to the reconstruction one."""
+        last = self.decoder.net[-1].weight
+        g_rec, = torch.autograd.grad(rec, last, retain_graph=True)
+        g_adv, = torch.autograd.grad(adv, last, retain_graph=True)
+        return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0, 1e4).detach()
 
     # --- standardised latents z, the space diffusion works in ---------------------------------
     @torch.no_grad()

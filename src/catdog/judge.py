@@ -93,8 +93,8 @@ def judge_dog_probability(judge: ResNet20, images: np.ndarray, batch_size: int =
     out = []
     for i in range(0, len(images), batch_size):
         x = torch.as_tensor(images[i:i + batch_size]).permute(0, 3, 1, 2).float() / 255
-        logits = judge((x - MEAN) / STD)
-        out.append(torch.softmax(logits[:, [CIFAR_CAT, CIFAR_DOG]], dim=1)[:, 1].numpy())
+        logits = judge(((x - MEAN) / STD).to(next(judge.parameters()).device))
+        out.append(torch.softmax(logits[:, [CIFAR_CAT, CIFAR_DOG]], dim=1)[:, 1].cpu().numpy())
     return np.concatenate(out)
 
 

@@ -73,13 +73,28 @@ class MetricsLog:
 
 
 def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+    fused = next(model.parameters()).is_cuda                     # one kernel for all parameters
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99),
+                             fused=fused or None)
 
 
-def _check_finite(loss: torch.Tensor, stage: str, step: int, state_path: Path) -> None:
-    if not torch.isfinite(loss):
-        raise UserError(f"{stage}: loss became {loss.item()} at step {step}; stopped without "
-                        f"saving, the last good checkpoint ({state_path.name}) is kept")
+class FiniteGuard:
+    """Remembers the first step whose loss was not finite without a GPU sync per step; `check`,
+    called before anything is logged or saved, stops the run there. The last good checkpoint stays."""
+
+    def __init__(self, stage: str, state_path: Path, device: torch.device):
+        self.stage, self.state_path = stage, state_path
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach()) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
+
+    def check(self) -> None:
+        step = int(self.first_bad)
+        if step >= 0:
+            raise UserError(f"{self.stage}: loss became non-finite (nan or inf) at step {step}; stopped "
+                            f"without saving, the last good checkpoint ({self.state_path.name}) is kept")
 
 
 def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_path: Path,
@@ -112,6 +127,7 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
     disc_loss = loss_module(disc, world, run.compile) if disc is not None else None
     start_step = step
     log = MetricsLog(metrics_path, "autoencoder", cfg.ae_batch_size, start_step)
+    guard = FiniteGuard("autoencoder", state_path, device)
     model.train()
     for step in tqdm(range(start_step, cfg.ae_train_steps), initial=start_step, total=cfg.ae_train_steps,
                      desc="autoencoder", disable=None if world.is_main else True, mininterval=2):
@@ -133,7 +149,7 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
             disc.requires_grad_(False)
         with autocast(device, run.bf16):
             loss, parts, x_hat = step_loss(x, y, noise, disc if adversarial else None)
-        _check_finite(loss, "autoencoder", step, state_path)
+        guard.update(loss, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), run.grad_clip)
@@ -149,6 +165,9 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
             parts["disc"] = d_loss.detach()
         # 4. log and checkpoint (state after `step + 1` updates), on rank 0 only
         done = step + 1
+        if done % run.log_every_steps == 0 or done % run.checkpoint_every_steps == 0 \
+                or done == cfg.ae_train_steps:
+            guard.check()
         if done % run.log_every_steps == 0 or done == cfg.ae_train_steps:
             parts = world.mean(parts)                            # the global batch's losses
             if world.is_main:
@@ -211,6 +230,7 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
     step_loss = loss_module(diffusion, world, run.compile)
     start_step = step
     log = MetricsLog(metrics_path, "diffusion", cfg.diffusion_batch_size, start_step)
+    guard = FiniteGuard("diffusion", state_path, device)
     diffusion.train()
     for step in tqdm(range(start_step, cfg.diffusion_train_steps), initial=start_step,
                      total=cfg.diffusion_train_steps,
@@ -225,16 +245,18 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
         # 2. loss and update, then the EMA of the weights
         with autocast(device, run.bf16):
             loss = step_loss(z_all[idx], y_all[idx], t, noise, drop)
-        _check_finite(loss, "diffusion", step, state_path)
+        guard.update(loss, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(diffusion.parameters(), run.grad_clip)
         opt.step()
         with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), diffusion.parameters()):
-                p_ema.lerp_(p, 1 - ema_decay)
+            torch._foreach_lerp_(list(ema.parameters()), list(diffusion.parameters()), 1 - ema_decay)
         # 3. log and checkpoint on rank 0
         done = step + 1
+        if done % run.log_every_steps == 0 or done % run.checkpoint_every_steps == 0 \
+                or done == cfg.diffusion_train_steps:
+            guard.check()
         if done % run.log_every_steps == 0 or done == cfg.diffusion_train_steps:
             parts = world.mean({"loss": loss.detach()})
             if world.is_main:

@@ -162,9 +162,11 @@ def plot_training_curves(metrics_path, out_path) -> Path:
     fig, axes = plt.subplots(1, max(len(stages), 1), figsize=(5 * max(len(stages), 1), 3.5), squeeze=False)
     for ax, stage in zip(axes[0], stages):
         steps = sorted(records[stage])
-        keys = [k for k in records[stage][steps[-1]] if k in ("loss", "mse", "l1", "ce", "center", "adv", "disc")]
-        for key in keys:
-            ax.plot(steps, [records[stage][s][key] for s in steps], label=key)
+        # positive losses only (log scale); a key may start late (the discriminator's, say)
+        for key in ("loss", "mse", "l1", "ce", "center", "disc"):
+            logged = [s for s in steps if key in records[stage][s]]
+            if logged:
+                ax.plot(logged, [records[stage][s][key] for s in logged], label=key)
         ax.set_yscale("log")
         ax.set_xlabel("step"), ax.set_title(stage)
         ax.legend(fontsize=8)
