@@ -105,6 +105,7 @@ BAD = [
     (["run", "--no-such-flag"], "unrecognized"),
     (["run", "--preset", "tiny", "--run-dir", "{tmp}/r", "--data", "{tmp}/bad.npz"], "bad.npz"),
     (["run", "--preset", "tiny", "--latent-dim", "0", "--run-dir", "{tmp}/r"], "latent-dim"),
+    (["run", "--preset", "tiny", "--compile-mode", "fast", "--run-dir", "{tmp}/r"], "--compile-mode"),
     pytest.param(["run", "--preset", "tiny", "--device", "cuda", "--run-dir", "{tmp}/r"], "CUDA",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")),
     (["visualize", "--run-dir", "{tmp}/missing"], "no such run folder"),

@@ -80,7 +80,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
             fields.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"(cpu: {default})")
             continue
-        kind = {"int": int, "float": _finite_float}.get(f.type, _int_tuple)
+        kind = {"int": int, "float": _finite_float, "str": str}.get(f.type, _int_tuple)
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         fields.add_argument(flag, dest=name, type=kind, default=None, metavar="V", help=f"(cpu: {shown})")
 

@@ -57,10 +57,14 @@ class RunConfig:
     checkpoint_every_steps: int = 500
     bf16: bool = True                        # bf16 autocast, used on CUDA only
     compile: bool = False                    # torch.compile the training step, CUDA only
+    compile_mode: str = "reduce-overhead"   # torch.compile mode: CUDA graphs cut the launches
     sample_steps: int = 50                   # DDIM steps for figures and `sample`
     guidance: float = 6.0                    # classifier-free guidance scale (figures, sample, evaluate)
     figure_samples_per_class: int = 16
     n_eval_latents: int = 2000               # test latents used for t-SNE / probes
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True)
@@ -84,15 +88,18 @@ PRESETS: dict[str, Config] = {
     # the default without a GPU: the whole `run` within 15 minutes on 2 CPU cores
     "cpu": Config(),
     # the default with CUDA: one H100, the whole `run` within 10 minutes; sized so that both weight
-    # files fit ~15 MB in fp16 (AE 3.9 M, denoiser 3.7 M parameters); step counts from the speed
-    # measured on the H100 (benchmarks/gpu_session.sh)
+    # files fit ~15 MB in fp16 (AE 3.9 M, denoiser 3.7 M parameters). On the H100 lent here a step
+    # of these small networks costs the kernel launches, not the arithmetic (eager: ~35 AE steps/s
+    # at batch 128, 256 or 512), so the batches are large and CUDA graphs (compile, reduce-overhead)
+    # cut the launches: ~155 AE and ~145 diffusion steps/s measured in the training loop
+    # (benchmarks/bench_compile.py, benchmarks/gpu_session.sh; numbers in the README)
     "gpu": Config(
-        AutoencoderConfig(ae_channels=(64, 128, 128, 128), ae_blocks=1, ae_train_steps=20000,
-                          ae_batch_size=128, ae_lr=1e-3, ae_warmup_steps=500, disc_width=64),
+        AutoencoderConfig(ae_channels=(64, 128, 128, 128), ae_blocks=1, ae_train_steps=24000,
+                          ae_batch_size=256, ae_lr=1e-3, ae_warmup_steps=500, disc_width=64),
         DiffusionConfig(unet_widths=(320, 160), unet_blocks=2, emb_dim=128,
-                        diffusion_train_steps=20000, diffusion_batch_size=512, diffusion_lr=1e-3,
+                        diffusion_train_steps=20000, diffusion_batch_size=1024, diffusion_lr=1e-3,
                         diffusion_warmup_steps=500, ema_halflife_steps=1000),
-        RunConfig(checkpoint_every_steps=2000, log_every_steps=500),
+        RunConfig(checkpoint_every_steps=4000, log_every_steps=1000, compile=True),
     ),
 }
 
@@ -163,6 +170,8 @@ def validate(config: Config) -> None:
         raise UserError("--unet-widths needs at least one positive width")
     if ae.adv_weight < 0 or ae.disc_width <= 0 or ae.disc_width % 4:
         raise UserError("--adv-weight must be >= 0 and --disc-width a positive multiple of 4")
+    if run.compile_mode not in COMPILE_MODES:
+        raise UserError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {run.compile_mode!r}")
     if not 0.0 <= dif.label_dropout < 1.0:
         raise UserError(f"--label-dropout must be in [0, 1), got {dif.label_dropout}")
     if run.sample_steps > dif.n_steps:

@@ -90,7 +90,8 @@ class LossForward(nn.Module):
         return self.model.loss(*args)
 
 
-def loss_module(model: nn.Module, world: World, compile: bool = False) -> nn.Module:
+def loss_module(model: nn.Module, world: World, compile: bool = False,
+                mode: str = "reduce-overhead") -> nn.Module:
     """model.loss as a module: plain with one process, inside DDP with several; compiled on CUDA
     if asked (never on the CPU, where it only costs start-up time)."""
     wrapped: nn.Module = LossForward(model)
@@ -98,5 +99,5 @@ def loss_module(model: nn.Module, world: World, compile: bool = False) -> nn.Mod
     if world.size > 1:
         wrapped = DistributedDataParallel(wrapped, device_ids=[world.local_rank] if on_cuda else None)
     if compile and on_cuda:
-        wrapped = torch.compile(wrapped)
+        wrapped = torch.compile(wrapped, mode=None if mode == "default" else mode)
     return wrapped

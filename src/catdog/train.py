@@ -123,8 +123,10 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
     x_all = to_model_range(images).to(device)                   # (N, 3, 32, 32) in [-1, 1]
     y_all = torch.as_tensor(labels, dtype=torch.long).to(device)
     shard = world.shard(cfg.ae_batch_size)                       # this process's part of each batch
-    step_loss = loss_module(model, world, run.compile)           # model.loss, inside DDP if distributed
-    disc_loss = loss_module(disc, world, run.compile) if disc is not None else None
+    # model.loss, inside DDP if distributed; not compiled with the adversarial term, whose
+    # adaptive weight takes gradients inside the loss
+    step_loss = loss_module(model, world, run.compile and disc is None, run.compile_mode)
+    disc_loss = loss_module(disc, world) if disc is not None else None     # DDP syncs its gradients
     start_step = step
     log = MetricsLog(metrics_path, "autoencoder", cfg.ae_batch_size, start_step)
     guard = FiniteGuard("autoencoder", state_path, device)
@@ -227,7 +229,7 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
             tqdm.write(f"[diffusion] resuming from {state_path} at step {step}")
     z_all, y_all = z_all.to(device), y_all.to(device)
     shard = world.shard(cfg.diffusion_batch_size)
-    step_loss = loss_module(diffusion, world, run.compile)
+    step_loss = loss_module(diffusion, world, run.compile, run.compile_mode)
     start_step = step
     log = MetricsLog(metrics_path, "diffusion", cfg.diffusion_batch_size, start_step)
     guard = FiniteGuard("diffusion", state_path, device)
