@@ -52,11 +52,26 @@ def autocast(device: torch.device, enabled: bool):
 
 
 class MetricsLog:
-    """One fixed-field status line per interval, printed and appended to metrics.jsonl."""
+    """One fixed-field status line per interval, printed and appended to metrics.jsonl: the mean
+    of each loss over the interval's steps, summed on the device (no sync until `interval_means`)."""
 
     def __init__(self, path: Path, stage: str, batch_size: int, start_step: int):
         self.path, self.stage, self.batch_size = path, stage, batch_size
         self.last_time, self.last_step = time.perf_counter(), start_step
+        self.keys, self.sums, self.count = (), None, 0
+
+    def add(self, parts: dict[str, torch.Tensor]) -> None:
+        """Add one step's losses; a new set of keys (a term switched on) starts a new mean."""
+        values = torch.stack([v.detach().float() for v in parts.values()])
+        if tuple(parts) != self.keys:
+            self.keys, self.sums, self.count = tuple(parts), torch.zeros_like(values), 0
+        self.sums, self.count = self.sums + values, self.count + 1
+
+    def interval_means(self) -> dict[str, torch.Tensor]:
+        """Means since the last call (tensors, for `World.mean`), and a fresh interval."""
+        means = dict(zip(self.keys, self.sums / max(self.count, 1)))
+        self.keys, self.sums, self.count = (), None, 0
+        return means
 
     def write(self, step: int, lr: float, parts: dict, extra: dict | None = None) -> dict:
         parts = {k: float(v) for k, v in parts.items()}           # tensors -> numbers (syncs once)
@@ -165,15 +180,16 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
             d_loss.backward()
             opt_d.step()
             parts["disc"] = d_loss.detach()
+        log.add(parts)
         # 4. log and checkpoint (state after `step + 1` updates), on rank 0 only
         done = step + 1
         if done % run.log_every_steps == 0 or done % run.checkpoint_every_steps == 0 \
                 or done == cfg.ae_train_steps:
             guard.check()
         if done % run.log_every_steps == 0 or done == cfg.ae_train_steps:
-            parts = world.mean(parts)                            # the global batch's losses
+            means = world.mean(log.interval_means())             # over the interval and all ranks
             if world.is_main:
-                log.write(done, lr, parts)
+                log.write(done, lr, means)
         if world.is_main and done % run.checkpoint_every_steps == 0 and done < cfg.ae_train_steps:
             extra = {"discriminator": disc.state_dict(), "optimizer_d": opt_d.state_dict()} if disc else {}
             save_state(state_path, {"stage": "autoencoder", "config": config_to_dict(config),
@@ -248,6 +264,7 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
         with autocast(device, run.bf16):
             loss = step_loss(z_all[idx], y_all[idx], t, noise, drop)
         guard.update(loss, step)
+        log.add({"loss": loss})
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(diffusion.parameters(), run.grad_clip)
@@ -260,9 +277,9 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
                 or done == cfg.diffusion_train_steps:
             guard.check()
         if done % run.log_every_steps == 0 or done == cfg.diffusion_train_steps:
-            parts = world.mean({"loss": loss.detach()})
+            means = world.mean(log.interval_means())
             if world.is_main:
-                log.write(done, lr, parts)
+                log.write(done, lr, means)
         if world.is_main and done % run.checkpoint_every_steps == 0 and done < cfg.diffusion_train_steps:
             save_state(state_path, {"stage": "diffusion", "config": config_to_dict(config),
                                     "step": done, "model": diffusion.state_dict(), "ema": ema.state_dict(),
