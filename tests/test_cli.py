@@ -160,3 +160,13 @@ def test_export_fp16_then_sample_and_visualize(tiny_run, tmp_path):
                  "--npz", str(tmp_path / "c.npz")]) == 0
     assert main(["visualize", "--run-dir", str(out)]) == 0            # re-encodes the latents it needs
     assert (out / "figures" / "latent_tsne.png").exists()
+
+
+def test_the_shipped_pretrained_model_samples_on_the_cpu(tmp_path):
+    """`catdog sample --run-dir pretrained` works on a fresh clone: fp16 weights, no training."""
+    out = tmp_path / "dogs.png"
+    assert main(["sample", "--run-dir", str(ROOT / "pretrained"), "--class", "dog", "--n", "4",
+                 "--steps", "5", "--out", str(out), "--npz", str(tmp_path / "dogs.npz")]) == 0
+    images = np.load(tmp_path / "dogs.npz")["images"]
+    assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8 and images.std() > 10
+    assert Image.open(out).size[0] > 32
