@@ -9,7 +9,7 @@
 #   PRESET=tiny PROBE_AE=40 PROBE_DIF=40 AE_SECONDS=4 DIF_SECONDS=4 STEP_UNIT=10 \
 #       OUT=/tmp/out bash benchmarks/gpu_session.sh      # a dry run of the script on a CPU
 #
-# Run on the H100 of 2026-11-26 at commit 295e4c6 (the gpu preset then: eager, batches 128 / 512):
+# Run on the H100 of 2026-11-26 with the code of commit c84bbcc (the gpu preset then: eager, batches 128 / 512):
 # it trained the shipped pretrained/ (the `gan` variant); see pretrained/README.md.
 # Step counts: the same for both variants, chosen from the probed rates (both variants probed at
 # once, as they then run) so that the slower (GAN) variant's autoencoder fits AE_SECONDS and its
