@@ -103,7 +103,7 @@ class FiniteGuard:
 
     def update(self, loss: torch.Tensor, step: int) -> None:
         bad = ~torch.isfinite(loss.detach()) & (self.first_bad < 0)
-        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
+        self.first_bad = torch.where(bad, step, self.first_bad)
 
     def check(self) -> None:
         step = int(self.first_bad)
@@ -184,7 +184,7 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
         # 4. log and checkpoint (state after `step + 1` updates), on rank 0 only
         done = step + 1
         if done % run.log_every_steps == 0 or done % run.checkpoint_every_steps == 0 \
-                or done == cfg.ae_train_steps:
+                or done == cfg.ae_train_steps:                   # before anything is logged or saved
             guard.check()
         if done % run.log_every_steps == 0 or done == cfg.ae_train_steps:
             means = world.mean(log.interval_means())             # over the interval and all ranks
