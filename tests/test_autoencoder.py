@@ -81,13 +81,15 @@ def test_adaptive_adversarial_weight_balances_the_gradients_at_the_last_layer():
     """With adv_weight 1 the adversarial term's gradient at the decoder's last layer has the norm of
     the reconstruction term's (VQGAN's adaptive weight); adv_weight scales it from there."""
     torch.manual_seed(0)
-    cfg = override(PRESETS["tiny"], {"adv_weight": 1.0, "cls_weight": 0.0, "center_weight": 0.0}).ae
-    model, disc = SimpleAutoencoder(cfg), PatchDiscriminator(cfg.disc_width)
-    x, y = torch.rand(8, 3, 32, 32) * 2 - 1, torch.randint(0, 2, (8,))
-    last = model.decoder.net[-1].weight
-    total, parts, x_hat = model.loss(x, y, None, disc)
-    rec = F.mse_loss(x_hat, x) + cfg.l1_weight * F.l1_loss(x_hat, x)
-    g_rec, = torch.autograd.grad(rec, last, retain_graph=True)
-    g_adv, = torch.autograd.grad(total - rec, last)
-    assert parts["adv_weight"] > 0
-    torch.testing.assert_close(g_adv.norm(), g_rec.norm(), rtol=1e-3, atol=1e-6)
+    for adv_weight in (1.0, 0.25):
+        cfg = override(PRESETS["tiny"], {"adv_weight": adv_weight, "cls_weight": 0.0, "center_weight": 0.0}).ae
+        model, disc = SimpleAutoencoder(cfg), PatchDiscriminator(cfg.disc_width)
+        x, y = torch.rand(8, 3, 32, 32) * 2 - 1, torch.randint(0, 2, (8,))
+        last = model.decoder.net[-1].weight
+        scale = model.adversarial_scale(x, None, disc)
+        total, parts, x_hat = model.loss(x, y, None, disc, scale)
+        rec = F.mse_loss(x_hat, x) + cfg.l1_weight * F.l1_loss(x_hat, x)
+        g_rec, = torch.autograd.grad(rec, last, retain_graph=True)
+        g_adv, = torch.autograd.grad(total - rec, last)
+        assert parts["adv_scale"] > 0 and not scale.requires_grad
+        torch.testing.assert_close(g_adv.norm(), adv_weight * g_rec.norm(), rtol=1e-3, atol=1e-6)

@@ -149,6 +149,24 @@ def test_evaluate_fast_metrics_and_samples_file(tiny_run, tmp_path, capsys):
     assert main(["evaluate", "--samples", str(npz), "--skip-fid"]) == 2
 
 
+def test_evaluate_an_autoencoder_only_run(tiny_run, tmp_path):
+    """A `train-ae` run folder (no diffusion yet) gets the autoencoder's metrics alone."""
+    import json
+    import shutil
+
+    from catdog.judge import default_judge_path
+    if default_judge_path() is None:
+        pytest.skip("ResNet-20 weights not present (../shared/weights or CATDOG_JUDGE)")
+    ae_only = tmp_path / "ae_only"
+    ae_only.mkdir()
+    for name in ("autoencoder.safetensors", "config.json"):
+        shutil.copy(tiny_run.root / name, ae_only / name)
+    assert main(["evaluate", "--run-dir", str(ae_only), "--skip-fid"]) == 0
+    result = json.loads((ae_only / "eval.json").read_text())
+    assert result["recon_psnr"] > 5 and 0 <= result["class_fidelity_recon"] <= 1
+    assert "class_fidelity" not in result and "fid" not in result
+
+
 def test_export_fp16_then_sample_and_visualize(tiny_run, tmp_path):
     out = tmp_path / "pretrained"
     assert main(["export", "--run-dir", str(tiny_run.root), "--out", str(out)]) == 0

@@ -134,37 +134,44 @@ class SimpleAutoencoder(nn.Module):
         return self.decode(latent), latent, self.classifier(latent)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None = None,
-             discriminator: nn.Module | None = None
+             discriminator: nn.Module | None = None, adv_scale: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """Weighted sum of reconstruction (MSE + L1), latent classification CE, Center Loss and,
-        if a discriminator is given, the adversarial hinge term. Returns (total, parts, x_hat).
+        if a discriminator is given, `adv_scale` x its hinge term (`adv_scale` from
+        `adversarial_scale`, refreshed by the training loop). Returns (total, parts, x_hat).
 
         `noise` (B, latent_dim), if given, is added to the latent before decoding only, so the
         decoder learns to tolerate the small errors a diffusion sample will have.
         """
         cfg = self.cfg
-        latent = self.encode(x)
-        x_hat = self.decode(latent if noise is None else latent + cfg.latent_noise_std * noise)
-        mse = F.mse_loss(x_hat, x)
-        l1 = F.l1_loss(x_hat, x)
+        latent, x_hat = self._reconstruct(x, noise)
+        mse, l1 = F.mse_loss(x_hat, x), F.l1_loss(x_hat, x)
         ce = F.cross_entropy(self.classifier(latent), y)
         center = self.center_loss(latent, y)
         total = mse + cfg.l1_weight * l1 + cfg.cls_weight * ce + cfg.center_weight * center
         parts = {"loss": total, "mse": mse, "l1": l1, "ce": ce, "center": center}
         if discriminator is not None:
             adv = generator_hinge_loss(discriminator(x_hat))
-            weight = cfg.adv_weight * self.adaptive_weight(mse + cfg.l1_weight * l1, adv)
-            total = total + weight * adv
-            parts.update(loss=total, adv=adv, adv_weight=weight)
+            total = total + adv_scale * adv
+            parts.update(loss=total, adv=adv, adv_scale=adv_scale)
         return total, {k: v.detach() for k, v in parts.items()}, x_hat   # tensors: no GPU sync
 
-    def adaptive_weight(self, rec: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
-        """VQGAN's balance (Esser et al. 2021): |grad rec| / |grad adv| at the decoder's last layer,
-        so that `adv_weight` sets the adversarial gradient relative to the reconstruction one."""
+    def _reconstruct(self, x: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        latent = self.encode(x)
+        return latent, self.decode(latent if noise is None else latent + self.cfg.latent_noise_std * noise)
+
+    def adversarial_scale(self, x: torch.Tensor, noise: torch.Tensor | None,
+                          discriminator: nn.Module) -> torch.Tensor:
+        """VQGAN's adaptive weight (Esser et al. 2021) on one batch: adv_weight x |grad rec| / |grad adv|
+        at the decoder's last layer, so that `adv_weight` sets the adversarial gradient relative to the
+        reconstruction one. A separate forward pass, so that `loss` stays one compilable graph."""
+        _, x_hat = self._reconstruct(x, noise)
+        rec = F.mse_loss(x_hat, x) + self.cfg.l1_weight * F.l1_loss(x_hat, x)
+        adv = generator_hinge_loss(discriminator(x_hat))
         last = self.decoder.net[-1].weight
         g_rec, = torch.autograd.grad(rec, last, retain_graph=True)
-        g_adv, = torch.autograd.grad(adv, last, retain_graph=True)
-        return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0, 1e4).detach()
+        g_adv, = torch.autograd.grad(adv, last)
+        return (self.cfg.adv_weight * g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0, 1e4).detach()
 
     # --- standardised latents z, the space diffusion works in ---------------------------------
     @torch.no_grad()

@@ -30,6 +30,7 @@ class AutoencoderConfig:
     hflip: bool = True                       # horizontal-flip augmentation
     adv_weight: float = 0.0                  # PatchGAN hinge loss, x VQGAN's adaptive weight (0 = off)
     adv_start_step: int = 0                  # switch the adversarial term on after this step
+    adv_scale_every_steps: int = 10          # recompute the adaptive weight every this many steps
     disc_width: int = 32                     # discriminator base width
 
 
@@ -92,10 +93,12 @@ PRESETS: dict[str, Config] = {
     # of these small networks costs the kernel launches, not the arithmetic (eager: ~35 AE steps/s
     # at batch 128, 256 or 512), so the batches are large and CUDA graphs (compile, reduce-overhead)
     # cut the launches: ~155 AE and ~145 diffusion steps/s measured in the training loop
-    # (benchmarks/bench_compile.py, benchmarks/gpu_session.sh; numbers in the README)
+    # (benchmarks/bench_compile.py, benchmarks/gpu_session.sh; numbers in the README). The
+    # adversarial term (PatchGAN, adaptive weight x 0.8) sharpens the decoder from step 6,000.
     "gpu": Config(
         AutoencoderConfig(ae_channels=(64, 128, 128, 128), ae_blocks=1, ae_train_steps=24000,
-                          ae_batch_size=256, ae_lr=1e-3, ae_warmup_steps=500, disc_width=64),
+                          ae_batch_size=256, ae_lr=1e-3, ae_warmup_steps=500, adv_weight=0.8,
+                          adv_start_step=6000, adv_scale_every_steps=25, disc_width=64),
         DiffusionConfig(unet_widths=(320, 160), unet_blocks=2, emb_dim=128,
                         diffusion_train_steps=20000, diffusion_batch_size=1024, diffusion_lr=1e-3,
                         diffusion_warmup_steps=500, ema_halflife_steps=1000),
@@ -153,6 +156,7 @@ def validate(config: Config) -> None:
     ae, dif, run = config.ae, config.diffusion, config.run
     positive = {"latent_dim": ae.latent_dim, "ae_blocks": ae.ae_blocks,
                 "ae_train_steps": ae.ae_train_steps, "ae_batch_size": ae.ae_batch_size,
+                "adv_scale_every_steps": ae.adv_scale_every_steps,
                 "n_steps": dif.n_steps, "unet_blocks": dif.unet_blocks, "emb_dim": dif.emb_dim,
                 "diffusion_train_steps": dif.diffusion_train_steps,
                 "diffusion_batch_size": dif.diffusion_batch_size,

@@ -110,12 +110,13 @@ def evaluate_run(run_dir: Path, n: int, steps: int, guidance: float, seed: int =
                  ref_stats: Path | None = None, inception: Path | None = None, judge_path: Path | None = None,
                  device: torch.device = torch.device("cpu"), sweep_guidance=(), sweep_steps=(),
                  skip_fid: bool = False) -> dict:
-    """All metrics of a trained run; written to run_dir/eval.json and returned."""
-    paths = require_run(run_dir, "autoencoder", "diffusion")
+    """All metrics of a trained run; written to run_dir/eval.json and returned. A run with only an
+    autoencoder (`catdog train-ae`) gets the autoencoder's metrics alone."""
+    paths = require_run(run_dir, "autoencoder")
     start = time.perf_counter()
     autoencoder, config = load_autoencoder(paths.root, device)
-    diffusion, _ = load_diffusion(paths.root, device)
-    if not 1 <= steps <= diffusion.n_steps:
+    diffusion = load_diffusion(paths.root, device)[0] if paths.diffusion.is_file() else None
+    if diffusion is not None and not 1 <= steps <= diffusion.n_steps:
         raise UserError(f"--steps must be in 1..{diffusion.n_steps} (the model's n_steps), got {steps}")
     judge = load_judge(judge_path)
     fid = None if skip_fid else FidScorer(data, ref_stats, inception, device)
@@ -139,7 +140,7 @@ def evaluate_run(run_dir: Path, n: int, steps: int, guidance: float, seed: int =
 
     # 2. samples (half cats, half dogs) at the main setting, then at each sweep setting
     labels = np.arange(n) % 2
-    settings = [("main", guidance, steps)]
+    settings = [("main", guidance, steps)] if diffusion is not None else []
     settings += [("sweep_guidance", float(g), steps) for g in sweep_guidance]
     settings += [("sweep_steps", guidance, int(s)) for s in sweep_steps]
     for key, g, s in settings:

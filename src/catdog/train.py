@@ -122,6 +122,7 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
     generator = torch.Generator().manual_seed(run.seed)         # flips and latent noise
     disc = PatchDiscriminator(cfg.disc_width).to(device) if cfg.adv_weight > 0 else None
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.ae_lr, betas=(0.5, 0.9)) if disc else None
+    adv_scale = torch.zeros((), device=device)                  # VQGAN's adaptive weight, refreshed
     world = current_world()
     step = 0
     if state_path.exists():
@@ -131,6 +132,7 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
         if disc is not None:
             disc.load_state_dict(state["discriminator"])
             opt_d.load_state_dict(state["optimizer_d"])
+            adv_scale.fill_(state["adv_scale"])
         generator.set_state(state["rng"])
         step = state["step"]
         if world.is_main:
@@ -138,10 +140,9 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
     x_all = to_model_range(images).to(device)                   # (N, 3, 32, 32) in [-1, 1]
     y_all = torch.as_tensor(labels, dtype=torch.long).to(device)
     shard = world.shard(cfg.ae_batch_size)                       # this process's part of each batch
-    # model.loss, inside DDP if distributed; not compiled with the adversarial term, whose
-    # adaptive weight takes gradients inside the loss
-    step_loss = loss_module(model, world, run.compile and disc is None, run.compile_mode)
-    disc_loss = loss_module(disc, world) if disc is not None else None     # DDP syncs its gradients
+    # model.loss and disc.loss, inside DDP if distributed (it syncs their gradients), compiled if asked
+    step_loss = loss_module(model, world, run.compile, run.compile_mode)
+    disc_loss = loss_module(disc, world, run.compile, run.compile_mode) if disc is not None else None
     start_step = step
     log = MetricsLog(metrics_path, "autoencoder", cfg.ae_batch_size, start_step)
     guard = FiniteGuard("autoencoder", state_path, device)
@@ -160,12 +161,18 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
         x, y = x_all[idx], y_all[idx]
         if cfg.hflip:
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        # 2. autoencoder loss and update (the discriminator, if on, is frozen for this part)
+        # 2. autoencoder loss and update (the discriminator, if on, is frozen for this part; its
+        #    adaptive weight is recomputed every adv_scale_every_steps, outside the compiled loss)
         adversarial = disc is not None and step >= cfg.adv_start_step
-        if adversarial:
-            disc.requires_grad_(False)
         with autocast(device, run.bf16):
-            loss, parts, x_hat = step_loss(x, y, noise, disc if adversarial else None)
+            if adversarial:
+                disc.requires_grad_(False)
+                if (step - cfg.adv_start_step) % cfg.adv_scale_every_steps == 0:
+                    scale = world.mean({"s": model.adversarial_scale(x, noise, disc)})["s"]
+                    adv_scale.copy_(scale)
+                loss, parts, x_hat = step_loss(x, y, noise, disc, adv_scale)
+            else:
+                loss, parts, x_hat = step_loss(x, y, noise)
         guard.update(loss, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -191,7 +198,8 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
             if world.is_main:
                 log.write(done, lr, means)
         if world.is_main and done % run.checkpoint_every_steps == 0 and done < cfg.ae_train_steps:
-            extra = {"discriminator": disc.state_dict(), "optimizer_d": opt_d.state_dict()} if disc else {}
+            extra = {"discriminator": disc.state_dict(), "optimizer_d": opt_d.state_dict(),
+                     "adv_scale": float(adv_scale)} if disc else {}
             save_state(state_path, {"stage": "autoencoder", "config": config_to_dict(config),
                                     "step": done, "model": model.state_dict(),
                                     "optimizer": opt.state_dict(), "rng": generator.get_state(), **extra})
