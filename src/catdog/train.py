@@ -87,6 +87,11 @@ class MetricsLog:
         return record
 
 
+def uses_cuda_graphs(run, device: torch.device) -> bool:
+    """Whether the compiled step replays CUDA graphs, whose outputs the next step overwrites."""
+    return run.compile and run.compile_mode == "reduce-overhead" and device.type == "cuda"
+
+
 def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     fused = next(model.parameters()).is_cuda                     # one kernel for all parameters
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99),
@@ -143,6 +148,7 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
     # model.loss and disc.loss, inside DDP if distributed (it syncs their gradients), compiled if asked
     step_loss = loss_module(model, world, run.compile, run.compile_mode)
     disc_loss = loss_module(disc, world, run.compile, run.compile_mode) if disc is not None else None
+    graphs = uses_cuda_graphs(run, device)
     start_step = step
     log = MetricsLog(metrics_path, "autoencoder", cfg.ae_batch_size, start_step)
     guard = FiniteGuard("autoencoder", state_path, device)
@@ -152,6 +158,8 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
         lr = lr_at(step, cfg.ae_lr, cfg.ae_warmup_steps, cfg.ae_train_steps)
         for group in opt.param_groups:
             group["lr"] = lr
+        if graphs:                                               # CUDA graphs: a new step begins
+            torch.compiler.cudagraph_mark_step_begin()
         # 1. global batch: fixed order per (seed, epoch), random horizontal flips, latent noise;
         #    every rank draws all of it and keeps its shard
         idx = batch_indices(len(x_all), cfg.ae_batch_size, step, run.seed)
@@ -182,7 +190,7 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
         if adversarial:
             disc.requires_grad_(True)
             with autocast(device, run.bf16):
-                d_loss = disc_loss(x, x_hat.detach())
+                d_loss = disc_loss(x, x_hat.detach().clone())     # a copy: CUDA graphs reuse x_hat
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -254,6 +262,7 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
     z_all, y_all = z_all.to(device), y_all.to(device)
     shard = world.shard(cfg.diffusion_batch_size)
     step_loss = loss_module(diffusion, world, run.compile, run.compile_mode)
+    graphs = uses_cuda_graphs(run, device)
     start_step = step
     log = MetricsLog(metrics_path, "diffusion", cfg.diffusion_batch_size, start_step)
     guard = FiniteGuard("diffusion", state_path, device)
@@ -264,6 +273,8 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
         lr = lr_at(step, cfg.diffusion_lr, cfg.diffusion_warmup_steps, cfg.diffusion_train_steps)
         for group in opt.param_groups:
             group["lr"] = lr
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         # 1. global batch and its random inputs (t, noise, label dropout); keep this rank's shard
         idx = batch_indices(len(z_all), cfg.diffusion_batch_size, step, run.seed)
         t, noise, drop = diffusion.draw(len(idx), z_all.shape[1], generator)
