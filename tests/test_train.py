@@ -3,9 +3,12 @@ Run: pytest tests/test_train.py"""
 
 import json
 
+import numpy as np
+import pytest
 import torch
 
-from catdog.train import MetricsLog
+from catdog.config import PRESETS, override
+from catdog.train import MetricsLog, autocast, cpu_has_bf16, train_autoencoder, uses_bf16
 
 
 def test_metrics_log_writes_interval_means_and_restarts_when_a_term_switches_on(tmp_path):
@@ -19,3 +22,22 @@ def test_metrics_log_writes_interval_means_and_restarts_when_a_term_switches_on(
     first, second = (json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines())
     assert (first["step"], first["loss"], first["mse"]) == (3, 3.0, 1.5)
     assert (second["loss"], second["disc"]) == (7.0, 0.5)
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16")
+def test_bf16_autocast_on_a_bf16_cpu_trains_and_keeps_float32_weights(tmp_path):
+    """On CPUs with native bf16 the training steps run under bf16 autocast: the autoencoder still
+    learns (its loss falls) and its weights stay float32; with --no-bf16 nothing runs in bf16."""
+    images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(64) % 2
+    config = override(PRESETS["tiny"], {"bf16": True, "ae_train_steps": 60, "log_every_steps": 20})
+    cpu = torch.device("cpu")
+    assert uses_bf16(cpu, True) and not uses_bf16(cpu, False)
+    with autocast(cpu, True):
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.bfloat16
+    model = train_autoencoder(config, images, labels, tmp_path / "s.pt", tmp_path / "m.jsonl", cpu)
+    losses = [json.loads(line)["mse"] for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0] * 0.8, losses
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with autocast(cpu, False):
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32

@@ -18,7 +18,7 @@ class AutoencoderConfig:
     latent_dim: int = 128                    # flat latent vector, the spec's 128
     ae_channels: tuple[int, ...] = (32, 64, 128, 128)  # encoder widths at 32, 16, 8, 4 px
     ae_blocks: int = 1                       # CAB blocks per resolution (encoder and decoder)
-    ae_train_steps: int = 2000
+    ae_train_steps: int = 3600
     ae_batch_size: int = 64
     ae_lr: float = 2e-3
     ae_warmup_steps: int = 100
@@ -56,7 +56,7 @@ class RunConfig:
     grad_clip: float = 1.0
     log_every_steps: int = 100
     checkpoint_every_steps: int = 500
-    bf16: bool = True                        # bf16 autocast, used on CUDA only
+    bf16: bool = True                        # bf16 autocast on CUDA and on CPUs with native bf16
     compile: bool = False                    # torch.compile the training step, CUDA only
     compile_mode: str = "reduce-overhead"   # torch.compile mode: CUDA graphs cut the launches
     sample_steps: int = 50                   # DDIM steps for figures and `sample`
@@ -83,7 +83,7 @@ PRESETS: dict[str, Config] = {
         DiffusionConfig(n_steps=50, unet_widths=(32, 16), unet_blocks=1, emb_dim=16,
                         diffusion_train_steps=40, diffusion_batch_size=32,
                         diffusion_warmup_steps=5, ema_halflife_steps=5),
-        RunConfig(log_every_steps=10, checkpoint_every_steps=10, sample_steps=5,
+        RunConfig(log_every_steps=10, checkpoint_every_steps=10, bf16=False, sample_steps=5,
                   figure_samples_per_class=4, n_eval_latents=64),
     ),
     # the default without a GPU: the whole `run` within 15 minutes on 2 CPU cores

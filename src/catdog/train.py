@@ -1,6 +1,7 @@
 """Training loops: `train_autoencoder` and `train_diffusion`, each a plain linear loop (nanoGPT style).
 
-Both use AdamW with linear warm-up then cosine decay, gradient clipping, bf16 autocast on CUDA only,
+Both use AdamW with linear warm-up then cosine decay, gradient clipping, bf16 autocast (on CUDA, and
+on CPUs with native bf16 arithmetic),
 and save their whole state atomically every `checkpoint_every_steps`; rerunning the same command
 resumes from it and ends with the same weights as an uninterrupted run (bitwise on CPU), because
 every random number comes from one CPU generator whose state is saved, and the batch order is a
@@ -46,9 +47,23 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor
     return perm[i * batch_size:(i + 1) * batch_size]
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (AVX512-BF16 or AMX), through oneDNN."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def uses_bf16(device: torch.device, enabled: bool) -> bool:
+    """bf16 autocast where it pays: on CUDA, and on CPUs with native bf16 (on the 2-core AVX512-BF16
+    dev machine a training step is 1.6x (autoencoder) to 2x (diffusion) faster); float32 elsewhere."""
+    return enabled and (device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()))
+
+
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA when enabled; a no-op elsewhere (CPU stays float32)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+    """bf16 autocast if `uses_bf16`, else a no-op (float32). Weights and optimizer stay float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, enabled))
 
 
 class MetricsLog:
@@ -145,12 +160,16 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
     x_all = to_model_range(images).to(device)                   # (N, 3, 32, 32) in [-1, 1]
     y_all = torch.as_tensor(labels, dtype=torch.long).to(device)
     shard = world.shard(cfg.ae_batch_size)                       # this process's part of each batch
-    # model.loss and disc.loss, inside DDP if distributed (it syncs their gradients), compiled if asked
+    # model.loss and disc.loss, inside DDP if distributed (it syncs their gradients); model.loss
+    # compiled if asked. The discriminator's step stays eager: compiled (reduce-overhead), its
+    # backward failed with "CUDA error: misaligned address" on the H100 (torch 2.11)
     step_loss = loss_module(model, world, run.compile, run.compile_mode)
-    disc_loss = loss_module(disc, world, run.compile, run.compile_mode) if disc is not None else None
+    disc_loss = loss_module(disc, world) if disc is not None else None
     graphs = uses_cuda_graphs(run, device)
     start_step = step
     log = MetricsLog(metrics_path, "autoencoder", cfg.ae_batch_size, start_step)
+    if world.is_main and uses_bf16(device, run.bf16):
+        tqdm.write(f"[autoencoder] bf16 autocast on {device}")
     guard = FiniteGuard("autoencoder", state_path, device)
     model.train()
     for step in tqdm(range(start_step, cfg.ae_train_steps), initial=start_step, total=cfg.ae_train_steps,
@@ -265,6 +284,8 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
     graphs = uses_cuda_graphs(run, device)
     start_step = step
     log = MetricsLog(metrics_path, "diffusion", cfg.diffusion_batch_size, start_step)
+    if world.is_main and uses_bf16(device, run.bf16):
+        tqdm.write(f"[diffusion] bf16 autocast on {device}")
     guard = FiniteGuard("diffusion", state_path, device)
     diffusion.train()
     for step in tqdm(range(start_step, cfg.diffusion_train_steps), initial=start_step,
