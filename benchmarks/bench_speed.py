@@ -23,11 +23,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from catdog.autoencoder import SimpleAutoencoder  # noqa: E402
-from catdog.config import PRESETS  # noqa: E402
+from catdog.config import PRESETS, override  # noqa: E402
 from catdog.diffusion import build_diffusion  # noqa: E402
 from catdog.pipeline import pick_device  # noqa: E402
 from catdog.sample import sample_latents  # noqa: E402
-from catdog.train import autocast  # noqa: E402
+from catdog.train import autocast, uses_bf16  # noqa: E402
 
 
 def timed(fn, device, warmup: int, repeats: int) -> list[float]:
@@ -58,15 +58,18 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps-per-repeat", type=int, default=5)
+    parser.add_argument("--no-bf16", action="store_true", help="float32 training steps (as --no-bf16)")
     args = parser.parse_args()
     device = pick_device(args.device)
-    config = PRESETS[args.preset]
+    config = override(PRESETS[args.preset], {"bf16": False}) if args.no_bf16 else PRESETS[args.preset]
     ae_cfg, dif_cfg = config.ae, config.diffusion
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip() or "unknown"
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-    print(f"preset {args.preset} | device {device} ({machine}) | torch {torch.__version__} | commit {commit}")
+    precision = "bf16 autocast" if uses_bf16(device, config.run.bf16) else "float32"
+    print(f"preset {args.preset} | device {device} ({machine}) | torch {torch.__version__} | commit {commit} "
+          f"| training in {precision}")
     torch.manual_seed(0)
 
     # 1. autoencoder training steps

@@ -3,11 +3,11 @@ Run: pytest tests/test_train.py"""
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from catdog.config import PRESETS, override
+from catdog.data import create_cat_dog_dataset
 from catdog.train import MetricsLog, autocast, cpu_has_bf16, train_autoencoder, uses_bf16
 
 
@@ -28,9 +28,9 @@ def test_metrics_log_writes_interval_means_and_restarts_when_a_term_switches_on(
 def test_bf16_autocast_on_a_bf16_cpu_trains_and_keeps_float32_weights(tmp_path):
     """On CPUs with native bf16 the training steps run under bf16 autocast: the autoencoder still
     learns (its loss falls) and its weights stay float32; with --no-bf16 nothing runs in bf16."""
-    images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
-    labels = np.arange(64) % 2
-    config = override(PRESETS["tiny"], {"bf16": True, "ae_train_steps": 60, "log_every_steps": 20})
+    images, labels = create_cat_dog_dataset("train")
+    images, labels = images[:64], labels[:64]
+    config = override(PRESETS["tiny"], {"bf16": True, "ae_train_steps": 100, "log_every_steps": 25})
     cpu = torch.device("cpu")
     assert uses_bf16(cpu, True) and not uses_bf16(cpu, False)
     with autocast(cpu, True):
