@@ -10,11 +10,16 @@
 #
 # If the main run fails in its first RETRY_WITHIN seconds (the compiled adversarial path is the new
 # part), it is rerun once without the adversarial term, so that the lease still yields a model.
+# If it runs out of RUN_TIMEOUT, a second call with RESUME=1 (while the machine is still warm and
+# keeps /tmp) continues it from its last checkpoint.
+#
+# Second lease of 2026-11-26 (code of acd6eb8): the adversarial path failed at step 6,000 (fixed
+# since, checked in a 1,600-step run there); the rerun without it took 376 s (README, H100 section).
 set -u
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 OUT=${OUT:-/tmp/gpu_preset}; PRESET=${PRESET:-gpu}; PY=${PY:-python3}
-RUN_TIMEOUT=${RUN_TIMEOUT:-520}; RETRY_WITHIN=${RETRY_WITHIN:-150}; UNTIL=${UNTIL:-570}
-W=/tmp/catdog_preset; rm -rf "$W"; mkdir -p "$W" "$OUT"
+RUN_TIMEOUT=${RUN_TIMEOUT:-550}; RETRY_WITHIN=${RETRY_WITHIN:-150}; UNTIL=${UNTIL:-575}
+W=/tmp/catdog_preset; [ -n "${RESUME:-}" ] || rm -rf "$W"; mkdir -p "$W" "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 echo "== $(date -u +%FT%TZ) code of commit ${COMMIT:-unknown}, preset $PRESET"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
@@ -26,7 +31,7 @@ since() { $PY -c "print(round($(now) - $1, 1))"; }
 s=$(now)
 timeout "$RUN_TIMEOUT" $PY main.py --preset "$PRESET" --run-dir "$W/run" > "$W/run.log" 2>&1
 rc=$?; wall=$(since "$s"); echo "run: exit $rc, wall $wall s"
-if [ $rc -ne 0 ] && [ "${wall%.*}" -lt "$RETRY_WITHIN" ]; then
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ "${wall%.*}" -lt "$RETRY_WITHIN" ]; then
     tail -n 30 "$W/run.log"; mv "$W/run.log" "$W/failed.log"; rm -rf "$W/run"
     s=$(now)
     timeout "$RUN_TIMEOUT" $PY main.py --preset "$PRESET" --run-dir "$W/run" --adv-weight 0 > "$W/run.log" 2>&1
