@@ -161,10 +161,10 @@ def test_evaluate_an_autoencoder_only_run(tiny_run, tmp_path):
     ae_only.mkdir()
     for name in ("autoencoder.safetensors", "config.json"):
         shutil.copy(tiny_run.root / name, ae_only / name)
-    assert main(["evaluate", "--run-dir", str(ae_only), "--skip-fid"]) == 0
+    assert main(["evaluate", "--run-dir", str(ae_only), "--skip-fid", "--sweep-guidance", "1,3"]) == 0
     result = json.loads((ae_only / "eval.json").read_text())
     assert result["recon_psnr"] > 5 and 0 <= result["class_fidelity_recon"] <= 1
-    assert "class_fidelity" not in result and "fid" not in result
+    assert not {"class_fidelity", "fid", "sweep_guidance"} & set(result)
 
 
 def test_export_fp16_then_sample_and_visualize(tiny_run, tmp_path):

@@ -140,9 +140,11 @@ def evaluate_run(run_dir: Path, n: int, steps: int, guidance: float, seed: int =
 
     # 2. samples (half cats, half dogs) at the main setting, then at each sweep setting
     labels = np.arange(n) % 2
-    settings = [("main", guidance, steps)] if diffusion is not None else []
+    settings = [("main", guidance, steps)]
     settings += [("sweep_guidance", float(g), steps) for g in sweep_guidance]
     settings += [("sweep_steps", guidance, int(s)) for s in sweep_steps]
+    if diffusion is None:                                        # an autoencoder-only run
+        settings = []
     for key, g, s in settings:
         if not 1 <= s <= diffusion.n_steps:
             raise UserError(f"--sweep-steps {s}: must be in 1..{diffusion.n_steps}")

@@ -1,16 +1,17 @@
 """Training loops: `train_autoencoder` and `train_diffusion`, each a plain linear loop (nanoGPT style).
 
-Both use AdamW with linear warm-up then cosine decay, gradient clipping, bf16 autocast (on CUDA, and
-on CPUs with native bf16 arithmetic),
-and save their whole state atomically every `checkpoint_every_steps`; rerunning the same command
-resumes from it and ends with the same weights as an uninterrupted run (bitwise on CPU), because
-every random number comes from one CPU generator whose state is saved, and the batch order is a
-pure function of (seed, step). A non-finite loss stops the run before the bad step is saved.
+Both use AdamW with linear warm-up then cosine decay, gradient clipping, bf16 autocast (on CUDA and
+on CPUs with native bf16), and save their whole state atomically every `checkpoint_every_steps`;
+rerunning the same command resumes from it and ends with the same weights as an uninterrupted run
+(bitwise on CPU), because every random number comes from one CPU generator whose state is saved, and
+the batch order is a pure function of (seed, step). A non-finite loss stops the run before the bad
+step is saved.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import time
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from catdog.autoencoder import SimpleAutoencoder
 from catdog.checkpoint import load_state, save_state
-from catdog.config import Config, config_to_dict
+from catdog.config import Config, RunConfig, config_to_dict
 from catdog.data import to_model_range, to_uint8
 from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
 from catdog.discriminator import PatchDiscriminator
@@ -47,6 +48,7 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor
     return perm[i * batch_size:(i + 1) * batch_size]
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
     """Whether this CPU does bf16 arithmetic natively (AVX512-BF16 or AMX), through oneDNN."""
     try:
@@ -102,7 +104,7 @@ class MetricsLog:
         return record
 
 
-def uses_cuda_graphs(run, device: torch.device) -> bool:
+def uses_cuda_graphs(run: RunConfig, device: torch.device) -> bool:
     """Whether the compiled step replays CUDA graphs, whose outputs the next step overwrites."""
     return run.compile and run.compile_mode == "reduce-overhead" and device.type == "cuda"
 
