@@ -38,7 +38,7 @@ def bench(name, model, inputs, batch, device, mode, warmup, steps, bf16):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda" or None)
     fn = LossForward(model)
     if mode != "eager":
-        fn = torch.compile(fn, mode=None if mode == "default" else mode)
+        fn = torch.compile(fn, mode=mode)
 
     def step():
         with autocast(device, bf16):

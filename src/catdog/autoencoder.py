@@ -148,13 +148,16 @@ class SimpleAutoencoder(nn.Module):
         mse, l1 = F.mse_loss(x_hat, x), F.l1_loss(x_hat, x)
         ce = F.cross_entropy(self.classifier(latent), y)
         center = self.center_loss(latent, y)
-        total = mse + cfg.l1_weight * l1 + cfg.cls_weight * ce + cfg.center_weight * center
+        total = self._reconstruction_loss(mse, l1) + cfg.cls_weight * ce + cfg.center_weight * center
         parts = {"loss": total, "mse": mse, "l1": l1, "ce": ce, "center": center}
         if discriminator is not None:
             adv = generator_hinge_loss(discriminator(x_hat))
             total = total + adv_scale * adv
             parts.update(loss=total, adv=adv, adv_scale=adv_scale)
         return total, {k: v.detach() for k, v in parts.items()}, x_hat   # tensors: no GPU sync
+
+    def _reconstruction_loss(self, mse: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
+        return mse + self.cfg.l1_weight * l1
 
     def _reconstruct(self, x: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         latent = self.encode(x)
@@ -166,7 +169,7 @@ class SimpleAutoencoder(nn.Module):
         at the decoder's last layer, so that `adv_weight` sets the adversarial gradient relative to the
         reconstruction one. A separate forward pass, so that `loss` stays one compilable graph."""
         _, x_hat = self._reconstruct(x, noise)
-        rec = F.mse_loss(x_hat, x) + self.cfg.l1_weight * F.l1_loss(x_hat, x)
+        rec = self._reconstruction_loss(F.mse_loss(x_hat, x), F.l1_loss(x_hat, x))
         adv = generator_hinge_loss(discriminator(x_hat))
         last = self.decoder.net[-1].weight
         g_rec, = torch.autograd.grad(rec, last, retain_graph=True)

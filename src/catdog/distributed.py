@@ -99,5 +99,5 @@ def loss_module(model: nn.Module, world: World, compile: bool = False,
     if world.size > 1:
         wrapped = DistributedDataParallel(wrapped, device_ids=[world.local_rank] if on_cuda else None)
     if compile and on_cuda:
-        wrapped = torch.compile(wrapped, mode=None if mode == "default" else mode)
+        wrapped = torch.compile(wrapped, mode=mode)
     return wrapped
