@@ -16,9 +16,12 @@ from catdog.errors import UserError
 @dataclass(frozen=True)
 class AutoencoderConfig:
     latent_dim: int = 128                    # flat latent vector, the spec's 128
-    ae_channels: tuple[int, ...] = (32, 64, 128, 128)  # encoder widths at 32, 16, 8, 4 px
+    # encoder widths at 32, 16, 8, 4 px (the decoder mirrors them). Narrow at high resolution: on 2
+    # CPU cores 16,32,64,128 runs 1.9x the images per second of 32,64,128,128 and, at equal wall
+    # time, reconstructs better (README, ablations)
+    ae_channels: tuple[int, ...] = (16, 32, 64, 128)
     ae_blocks: int = 1                       # CAB blocks per resolution (encoder and decoder)
-    ae_train_steps: int = 3600
+    ae_train_steps: int = 6600
     ae_batch_size: int = 64
     ae_lr: float = 2e-3
     ae_warmup_steps: int = 100
