@@ -110,7 +110,9 @@ def uses_cuda_graphs(run: RunConfig, device: torch.device) -> bool:
 
 
 def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    fused = next(model.parameters()).is_cuda                     # one kernel for all parameters
+    """AdamW, fused (one kernel for all parameters) on CUDA and CPU: on the 2-core CPU an autoencoder
+    update takes 1.5 ms instead of 4.5 ms of a ~80 ms step."""
+    fused = next(model.parameters()).device.type in ("cuda", "cpu")
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99),
                              fused=fused or None)
 
