@@ -27,8 +27,10 @@ class AutoencoderConfig:
     ae_warmup_steps: int = 100
     ae_weight_decay: float = 1e-4
     l1_weight: float = 0.5                   # L1 next to MSE: sharper edges than MSE alone
-    cls_weight: float = 0.1                  # latent classifier CE; small so recon stays main
-    center_weight: float = 0.05              # Center Loss (Wen et al. 2016) on the latent
+    # the class terms shape the latent but compete with reconstruction: 0.03 / 0.01 instead of 0.1 /
+    # 0.05 cost 2 points of linear probe and buy 0.5 dB and 3.5 recon-FID points (README, ablations)
+    cls_weight: float = 0.03                 # latent classifier CE
+    center_weight: float = 0.01              # Center Loss (Wen et al. 2016) on the latent
     latent_noise_std: float = 0.05           # noise on the (unit-RMS) latent while training: smooth decoder
     hflip: bool = True                       # horizontal-flip augmentation
     adv_weight: float = 0.0                  # PatchGAN hinge loss, x VQGAN's adaptive weight (0 = off)
