@@ -103,7 +103,8 @@ PRESETS: dict[str, Config] = {
     "gpu": Config(
         AutoencoderConfig(ae_channels=(64, 128, 128, 128), ae_blocks=1, ae_train_steps=24000,
                           ae_batch_size=256, ae_lr=1e-3, ae_warmup_steps=500, adv_weight=0.8,
-                          adv_start_step=6000, adv_scale_every_steps=25, disc_width=64),
+                          adv_start_step=6000, adv_scale_every_steps=25, disc_width=64,
+                          cls_weight=0.1, center_weight=0.05),   # as on the H100 (0.03 / 0.01 untried)
         DiffusionConfig(unet_widths=(320, 160), unet_blocks=2, emb_dim=128,
                         diffusion_train_steps=20000, diffusion_batch_size=1024, diffusion_lr=1e-3,
                         diffusion_warmup_steps=500, ema_halflife_steps=1000),
