@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from catdog.cli import main
+from catdog.config import PRESETS, validate
 from catdog.checkpoint import load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +92,15 @@ def test_train_subcommands_and_dry_run(tmp_path, capsys):
     # a different latent_dim on a trained folder is refused, not trained over
     assert main(["train-ae", "--preset", "tiny", "--latent-dim", "8", "--run-dir", str(tmp_path / "r")]) == 2
     assert "latent_dim" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_is_valid_and_selectable(preset, tmp_path, capsys):
+    validate(PRESETS[preset])
+    assert main(["run", "--preset", preset, "--run-dir", str(tmp_path / preset), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"preset {preset}," in out and f'"ae_train_steps": {PRESETS[preset].ae.ae_train_steps}' in out
+    assert not (tmp_path / preset).exists()                     # a dry run trains and writes nothing
 
 
 BAD = [
