@@ -146,7 +146,7 @@ def test_evaluate_fast_metrics_and_samples_file(tiny_run, tmp_path, capsys):
     result = json.loads((tiny_run.root / "eval.json").read_text())
     for key in ("n_samples", "fid", "fid_cat", "fid_dog", "kid", "kid_std", "class_fidelity",
                 "class_fidelity_real_test", "class_fidelity_recon", "latent_class_fidelity", "recon_psnr",
-                "recon_fid", "probe_acc", "steps", "guidance"):
+                "recon_psnr_train", "recon_fid", "probe_acc", "steps", "guidance"):
         assert key in result, key
     assert result["n_samples"] == 40 and 0 <= result["class_fidelity"] <= 1
     assert result["class_fidelity_real_test"] > 0.85            # the judge works on real images
@@ -174,6 +174,7 @@ def test_evaluate_an_autoencoder_only_run(tiny_run, tmp_path):
     assert main(["evaluate", "--run-dir", str(ae_only), "--skip-fid", "--sweep-guidance", "1,3"]) == 0
     result = json.loads((ae_only / "eval.json").read_text())
     assert result["recon_psnr"] > 5 and 0 <= result["class_fidelity_recon"] <= 1
+    assert abs(result["recon_psnr_train"] - result["recon_psnr"]) < 3   # 30 steps cannot memorise
     assert not {"class_fidelity", "fid", "sweep_guidance"} & set(result)
 
 

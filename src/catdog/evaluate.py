@@ -8,7 +8,9 @@ Samples are N/2 cats and N/2 dogs from the EMA model. Reported (N always stated)
   (class_fidelity_recon, the ceiling this decoder allows);
 - latent_class_fidelity: share of sampled latents a logistic regression fitted on real training
   latents assigns to the requested class (is the prior in the right region, whatever the decoder);
-- recon_psnr, recon_fid (test reconstructions vs test originals), probe_acc (latent linear probe).
+- recon_psnr, recon_fid (test reconstructions vs test originals), probe_acc (latent linear probe);
+- recon_psnr_train: PSNR on as many training images as there are test images; far above recon_psnr,
+  it says the autoencoder has memorised its training set (overfitting).
 The evaluation networks never touch training or sampling.
 """
 
@@ -131,6 +133,8 @@ def evaluate_run(run_dir: Path, n: int, steps: int, guidance: float, seed: int =
     result = {
         "run_dir": str(paths.root), "steps": steps, "guidance": guidance, "seed": seed,
         "recon_psnr": psnr_db(test_images, recon),
+        "recon_psnr_train": psnr_db(train_images[:len(test_images)],
+                                    reconstruct_images(autoencoder, train_images[:len(test_images)], device)),
         "recon_fid": None if fid is None else frechet_distance(
             *feature_stats(fid.features(recon, "reconstructions")), *feature_stats(fid.test_features)),
         "probe_acc": float(probe.score(test_latents.numpy(), test_labels)),
@@ -178,7 +182,7 @@ def format_table(result: dict) -> str:
     """A short human-readable table of the main numbers (and sweeps, if any)."""
     keys = ["n_samples", "fid", "fid_cat", "fid_dog", "kid", "kid_std", "class_fidelity",
             "class_fidelity_real_test", "class_fidelity_recon", "latent_class_fidelity", "recon_psnr",
-            "recon_fid", "probe_acc", "steps", "guidance"]
+            "recon_psnr_train", "recon_fid", "probe_acc", "steps", "guidance"]
     lines = [f"{k:26s} {_fmt(result[k])}" for k in keys if k in result]
     for key in ("sweep_guidance", "sweep_steps"):
         if key in result:
