@@ -33,6 +33,7 @@ class AutoencoderConfig:
     center_weight: float = 0.01              # Center Loss (Wen et al. 2016) on the latent
     latent_noise_std: float = 0.05           # noise on the (unit-RMS) latent while training: smooth decoder
     hflip: bool = True                       # horizontal-flip augmentation
+    ae_translate_px: int = 0                 # random shifts of up to this many pixels (reflected border)
     adv_weight: float = 0.0                  # PatchGAN hinge loss, x VQGAN's adaptive weight (0 = off)
     adv_start_step: int = 0                  # switch the adversarial term on after this step
     adv_scale_every_steps: int = 10          # recompute the adaptive weight every this many steps
@@ -189,6 +190,8 @@ def validate(config: Config) -> None:
         raise UserError("--ae-channels needs 4 positive widths (for 32, 16, 8 and 4 px)")
     if not dif.unet_widths or min(dif.unet_widths) <= 0:
         raise UserError("--unet-widths needs at least one positive width")
+    if not 0 <= ae.ae_translate_px <= 8:
+        raise UserError(f"--ae-translate-px must be in 0..8, got {ae.ae_translate_px}")
     if ae.adv_weight < 0 or ae.disc_width <= 0 or ae.disc_width % 4:
         raise UserError("--adv-weight must be >= 0 and --disc-width a positive multiple of 4")
     if run.compile_mode not in COMPILE_MODES:

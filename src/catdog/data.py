@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from catdog.errors import UserError
 
@@ -183,6 +184,17 @@ def to_model_range(images) -> torch.Tensor:
     """uint8 (N, 32, 32, 3) -> float x in [-1, 1], (N, 3, 32, 32)."""
     x = torch.as_tensor(images).permute(0, 3, 1, 2).float()
     return x / 127.5 - 1.0
+
+
+def translate(x: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tensor:
+    """Shift each image of x (B, C, H, W) by shifts (B, 2) = (dy, dx) pixels, |dy|, |dx| <= pad,
+    filling the border by reflection: the random-translation augmentation of CIFAR training."""
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    h, w = x.shape[-2:]
+    rows = torch.arange(h, device=x.device) + pad - shifts[:, :1]          # (B, H) source rows
+    cols = torch.arange(w, device=x.device) + pad - shifts[:, 1:]          # (B, W) source columns
+    batch = torch.arange(len(x), device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from catdog.autoencoder import SimpleAutoencoder
 from catdog.checkpoint import load_state, save_state
 from catdog.config import Config, RunConfig, config_to_dict
-from catdog.data import to_model_range, to_uint8
+from catdog.data import to_model_range, to_uint8, translate
 from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
 from catdog.discriminator import PatchDiscriminator
 from catdog.distributed import current_world, loss_module
@@ -183,15 +183,19 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
             group["lr"] = lr
         if graphs:                                               # CUDA graphs: a new step begins
             torch.compiler.cudagraph_mark_step_begin()
-        # 1. global batch: fixed order per (seed, epoch), random horizontal flips, latent noise;
+        # 1. global batch: fixed order per (seed, epoch), random horizontal flips (and shifts), latent noise;
         #    every rank draws all of it and keeps its shard
         idx = batch_indices(len(x_all), cfg.ae_batch_size, step, run.seed)
         flip = torch.rand(len(idx), generator=generator) < 0.5
         noise = torch.randn(len(idx), cfg.latent_dim, generator=generator)
+        p = cfg.ae_translate_px                                  # drawn only when on: runs without
+        shifts = torch.randint(-p, p + 1, (len(idx), 2), generator=generator) if p else None   # draw as before
         idx, flip, noise = idx[shard].to(device), flip[shard].to(device), noise[shard].to(device)
         x, y = x_all[idx], y_all[idx]
         if cfg.hflip:
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        if p:
+            x = translate(x, shifts[shard].to(device), p)
         # 2. autoencoder loss and update (the discriminator, if on, is frozen for this part; its
         #    adaptive weight is recomputed every adv_scale_every_steps, outside the compiled loss)
         adversarial = disc is not None and step >= cfg.adv_start_step
