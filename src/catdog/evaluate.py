@@ -129,12 +129,12 @@ def evaluate_run(run_dir: Path, n: int, steps: int, guidance: float, seed: int =
     test_latents = encode_images(autoencoder, test_images, device)
     train_latents = encode_images(autoencoder, train_images, device)
     recon = reconstruct_images(autoencoder, test_images, device)
+    seen = train_images[:len(test_images)]                       # as many training images, for the gap
     probe = fit_probe(train_latents.numpy(), train_labels)
     result = {
         "run_dir": str(paths.root), "steps": steps, "guidance": guidance, "seed": seed,
         "recon_psnr": psnr_db(test_images, recon),
-        "recon_psnr_train": psnr_db(train_images[:len(test_images)],
-                                    reconstruct_images(autoencoder, train_images[:len(test_images)], device)),
+        "recon_psnr_train": psnr_db(seen, reconstruct_images(autoencoder, seen, device)),
         "recon_fid": None if fid is None else frechet_distance(
             *feature_stats(fid.features(recon, "reconstructions")), *feature_stats(fid.test_features)),
         "probe_acc": float(probe.score(test_latents.numpy(), test_labels)),
