@@ -188,8 +188,9 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
         idx = batch_indices(len(x_all), cfg.ae_batch_size, step, run.seed)
         flip = torch.rand(len(idx), generator=generator) < 0.5
         noise = torch.randn(len(idx), cfg.latent_dim, generator=generator)
-        p = cfg.ae_translate_px                                  # drawn only when on: runs without
-        shifts = torch.randint(-p, p + 1, (len(idx), 2), generator=generator) if p else None   # draw as before
+        # shifts are drawn only when on, so that runs without them draw the same numbers as before
+        p = cfg.ae_translate_px
+        shifts = torch.randint(-p, p + 1, (len(idx), 2), generator=generator) if p else None
         idx, flip, noise = idx[shard].to(device), flip[shard].to(device), noise[shard].to(device)
         x, y = x_all[idx], y_all[idx]
         if cfg.hflip:
