@@ -14,7 +14,7 @@
 # keeps /tmp) continues it from its last checkpoint.
 #
 # Second lease of 2026-11-26 (code of acd6eb8): the adversarial path failed at step 6,000 (fixed
-# since, checked in a 1,600-step run there); the rerun without it took 376 s (README, H100 section).
+# since, checked in a 1,600-step run there); the rerun without it took 376 s (docs/experiments.md, H100 section).
 set -u
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 OUT=${OUT:-/tmp/gpu_preset}; PRESET=${PRESET:-gpu}; PY=${PY:-python3}
