@@ -1,6 +1,7 @@
 """Autoencoder: shapes, the classifier and Center Loss shape the encoder, a tiny batch overfits.
 Run: pytest tests/test_autoencoder.py"""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -12,12 +13,15 @@ from catdog.data import create_cat_dog_dataset, to_model_range
 TINY = PRESETS["tiny"].ae
 
 
-def test_shapes_and_latent_scale():
+@pytest.mark.parametrize("channels", [(8, 16, 16, 16), (16, 16, 16)])   # 3 widths: starts at 16 px
+def test_shapes_and_latent_scale(channels):
     torch.manual_seed(0)
-    model = SimpleAutoencoder(AutoencoderConfig(latent_dim=128, ae_channels=(8, 16, 16, 16)))
+    model = SimpleAutoencoder(AutoencoderConfig(latent_dim=128, ae_channels=channels))
     x = torch.rand(5, 3, 32, 32) * 2 - 1
     x_hat, latent, logits = model(x)
     assert x_hat.shape == x.shape and latent.shape == (5, 128) and logits.shape == (5, 2)
+    assert sum(isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2) for m in model.encoder.modules()) \
+        == len(channels) - 1                                  # one 2x downsampling between levels
     # layer-normalised latent: zero mean and unit RMS per row, whatever the losses do
     torch.testing.assert_close(latent.mean(1), torch.zeros(5), atol=1e-5, rtol=0)
     torch.testing.assert_close(latent.pow(2).mean(1), torch.ones(5), atol=1e-3, rtol=0)
@@ -85,7 +89,7 @@ def test_adaptive_adversarial_weight_balances_the_gradients_at_the_last_layer():
         cfg = override(PRESETS["tiny"], {"adv_weight": adv_weight, "cls_weight": 0.0, "center_weight": 0.0}).ae
         model, disc = SimpleAutoencoder(cfg), PatchDiscriminator(cfg.disc_width)
         x, y = torch.rand(8, 3, 32, 32) * 2 - 1, torch.randint(0, 2, (8,))
-        last = model.decoder.net[-1].weight
+        last = model.decoder.output_conv().weight
         scale = model.adversarial_scale(x, None, disc)
         total, parts, x_hat = model.loss(x, y, None, disc, scale)
         rec = F.mse_loss(x_hat, x) + cfg.l1_weight * F.l1_loss(x_hat, x)

@@ -1,10 +1,12 @@
 """Conv autoencoder: 32x32 RGB <-> flat latent of `latent_dim`, with a latent classifier and Center Loss.
 
 Encoder: conv stem, Convolutional Attention Blocks (CAB: two 3x3 convs + a Channel Attention Layer,
-CAL, i.e. squeeze-and-excitation as in RCAN, Zhang et al. 2018) at 32/16/8/4 px, strided-conv
-downsampling, then a linear map to the latent. The latent is layer-normalised (unit RMS, zero mean
-across dims) so that no loss can shrink or blow up its scale. Decoder: linear -> 4x4 map, then
-transposed convolutions ("deconvolutions") with CABs back to 32x32.
+CAL, i.e. squeeze-and-excitation as in RCAN, Zhang et al. 2018) at each level (32/16/8/4 px for 4
+widths; for 3 widths the input's 2x2 pixel blocks are first folded into channels, pixel unshuffle, and
+the levels are 16/8/4 px), strided-conv downsampling, then a linear map to the latent. The latent is
+layer-normalised (unit RMS, zero mean across dims) so that no loss can shrink or blow up its scale.
+Decoder: linear -> 4x4 map, then transposed convolutions ("deconvolutions") with CABs back up (and
+for 3 widths a pixel shuffle from 16 px to 32x32).
 Unlike the earlier public attempt, the classifier's and the Center Loss's gradients reach the
 encoder. The module also owns the per-dimension latent mean/std measured on the training set, which
 turn a raw latent into the standardised `z` that diffusion works on.
@@ -19,6 +21,11 @@ from torch import nn
 from catdog.config import AutoencoderConfig
 from catdog.data import CLASS_NAMES
 from catdog.discriminator import generator_hinge_loss
+
+
+def top_patch(cfg: AutoencoderConfig) -> int:
+    """Pixels per side folded into channels before the first conv: 4 widths start at 32 px (1), 3 at 16 px (2)."""
+    return 2 ** (4 - len(cfg.ae_channels))
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -54,15 +61,16 @@ class ConvAttentionBlock(nn.Module):
 class Encoder(nn.Module):
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
-        c = cfg.ae_channels                                   # widths at 32, 16, 8, 4 px
-        layers: list[nn.Module] = [nn.Conv2d(3, c[0], 3, padding=1)]
-        for level in range(4):
+        c, patch = cfg.ae_channels, top_patch(cfg)            # widths per level, the last at 4 px
+        layers: list[nn.Module] = [nn.PixelUnshuffle(patch)] if patch > 1 else []
+        layers.append(nn.Conv2d(3 * patch ** 2, c[0], 3, padding=1))
+        for level in range(len(c)):
             layers += [ConvAttentionBlock(c[level]) for _ in range(cfg.ae_blocks)]
-            if level < 3:                                     # downsample 2x, widen
+            if level < len(c) - 1:                            # downsample 2x, widen
                 layers.append(nn.Conv2d(c[level], c[level + 1], 4, stride=2, padding=1))
-        layers += [group_norm(c[3]), nn.SiLU(), nn.Flatten()]
+        layers += [group_norm(c[-1]), nn.SiLU(), nn.Flatten()]
         self.net = nn.Sequential(*layers)
-        self.to_latent = nn.Linear(c[3] * 4 * 4, cfg.latent_dim)
+        self.to_latent = nn.Linear(c[-1] * 4 * 4, cfg.latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, 32, 32) in [-1, 1] -> raw latent (B, latent_dim), zero mean / unit RMS per row."""
@@ -73,21 +81,27 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
-        c = cfg.ae_channels
-        self.from_latent = nn.Linear(cfg.latent_dim, c[3] * 4 * 4)
-        self.width = c[3]
+        c, patch = cfg.ae_channels, top_patch(cfg)
+        self.from_latent = nn.Linear(cfg.latent_dim, c[-1] * 4 * 4)
+        self.width = c[-1]
         layers: list[nn.Module] = []
-        for level in (3, 2, 1, 0):
+        for level in reversed(range(len(c))):
             layers += [ConvAttentionBlock(c[level]) for _ in range(cfg.ae_blocks)]
             if level > 0:                                     # deconvolution: upsample 2x, narrow
                 layers.append(nn.ConvTranspose2d(c[level], c[level - 1], 4, stride=2, padding=1))
-        layers += [group_norm(c[0]), nn.SiLU(), nn.Conv2d(c[0], 3, 3, padding=1)]
+        layers += [group_norm(c[0]), nn.SiLU(), nn.Conv2d(c[0], 3 * patch ** 2, 3, padding=1)]
+        if patch > 1:                                         # channels back to pixels
+            layers.append(nn.PixelShuffle(patch))
         self.net = nn.Sequential(*layers)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         """raw latent (B, latent_dim) -> x (B, 3, 32, 32), nominally in [-1, 1] (not clamped)."""
         h = self.from_latent(latent).view(-1, self.width, 4, 4)
         return self.net(h)
+
+    def output_conv(self) -> nn.Conv2d:
+        """The last convolution, where VQGAN's adaptive weight compares gradients."""
+        return next(m for m in reversed(self.net) if isinstance(m, nn.Conv2d))
 
 
 class CenterLoss(nn.Module):
@@ -171,7 +185,7 @@ class SimpleAutoencoder(nn.Module):
         _, x_hat = self._reconstruct(x, noise)
         rec = self._reconstruction_loss(F.mse_loss(x_hat, x), F.l1_loss(x_hat, x))
         adv = generator_hinge_loss(discriminator(x_hat))
-        last = self.decoder.net[-1].weight
+        last = self.decoder.output_conv().weight
         g_rec, = torch.autograd.grad(rec, last, retain_graph=True)
         g_adv, = torch.autograd.grad(adv, last)
         return (self.cfg.adv_weight * g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0, 1e4).detach()

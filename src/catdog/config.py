@@ -16,9 +16,10 @@ from catdog.errors import UserError
 @dataclass(frozen=True)
 class AutoencoderConfig:
     latent_dim: int = 128                    # flat latent vector, the spec's 128
-    # encoder widths at 32, 16, 8, 4 px (the decoder mirrors them). Narrow at high resolution: on 2
-    # CPU cores 16,32,64,128 runs 1.9x the images per second of 32,64,128,128 and, at equal wall
-    # time, reconstructs better (README, ablations)
+    # encoder widths at 32, 16, 8, 4 px (the decoder mirrors them); 3 widths start at 16 px, on 2x2
+    # pixel blocks folded into channels (1.7x cheaper, mixed at equal time). Narrow at high resolution:
+    # on 2 CPU cores 16,32,64,128 runs 1.9x the images per second of 32,64,128,128 and, at equal wall
+    # time, reconstructs better (docs/experiments.md)
     ae_channels: tuple[int, ...] = (16, 32, 64, 128)
     ae_blocks: int = 1                       # CAB blocks per resolution (encoder and decoder)
     ae_train_steps: int = 6600
@@ -28,7 +29,7 @@ class AutoencoderConfig:
     ae_weight_decay: float = 1e-4
     l1_weight: float = 0.5                   # L1 next to MSE: sharper edges than MSE alone
     # the class terms shape the latent but compete with reconstruction: 0.03 / 0.01 instead of 0.1 /
-    # 0.05 cost 2 points of linear probe and buy 0.5 dB and 3.5 recon-FID points (README, ablations)
+    # 0.05 cost 2 points of linear probe and buy 0.5 dB and 3.5 recon-FID points (docs/experiments.md)
     cls_weight: float = 0.03                 # latent classifier CE
     center_weight: float = 0.01              # Center Loss (Wen et al. 2016) on the latent
     latent_noise_std: float = 0.05           # noise on the (unit-RMS) latent while training: smooth decoder
@@ -96,7 +97,7 @@ PRESETS: dict[str, Config] = {
     "cpu": Config(),
     # the long CPU run (77 min on 2 cores), for a pretrained model without a GPU: the cpu preset's
     # networks (cheap steps beat wide ones on CPU) with 8x its autoencoder images (batch 128 runs
-    # 12% more images/s than 64 there) and 5x its diffusion samples. Measured (README): FID 95.8 vs
+    # 12% more images/s than 64 there) and 5x its diffusion samples. Measured (docs/experiments.md): FID 95.8 vs
     # 111.7 at N = 2,000, recon FID 82.4 vs 93.1, but the autoencoder memorises its training images
     # (train/test PSNR 26.8 / 23.8 dB)
     "full": Config(
@@ -110,7 +111,7 @@ PRESETS: dict[str, Config] = {
     # of these small networks costs the kernel launches, not the arithmetic (eager: ~35 AE steps/s
     # at batch 128, 256 or 512), so the batches are large and CUDA graphs (compile, reduce-overhead)
     # cut the launches: ~155 AE and ~145 diffusion steps/s measured in the training loop
-    # (benchmarks/bench_compile.py, benchmarks/gpu_session.sh; numbers in the README). The
+    # (benchmarks/bench_compile.py, benchmarks/gpu_session.sh; numbers in docs/experiments.md). The
     # adversarial term (PatchGAN, adaptive weight x 0.8) sharpens the decoder from step 6,000.
     "gpu": Config(
         AutoencoderConfig(ae_channels=(64, 128, 128, 128), ae_blocks=1, ae_train_steps=24000,
@@ -186,8 +187,8 @@ def validate(config: Config) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    if len(ae.ae_channels) != 4 or min(ae.ae_channels) <= 0:
-        raise UserError("--ae-channels needs 4 positive widths (for 32, 16, 8 and 4 px)")
+    if len(ae.ae_channels) not in (3, 4) or min(ae.ae_channels) <= 0:
+        raise UserError("--ae-channels needs 4 positive widths (for 32, 16, 8 and 4 px) or 3 (16, 8, 4 px)")
     if not dif.unet_widths or min(dif.unet_widths) <= 0:
         raise UserError("--unet-widths needs at least one positive width")
     if not 0 <= ae.ae_translate_px <= 8:
