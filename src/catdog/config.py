@@ -97,9 +97,10 @@ PRESETS: dict[str, Config] = {
     "cpu": Config(),
     # the long CPU run (77 min on 2 cores), for a pretrained model without a GPU: the cpu preset's
     # networks (cheap steps beat wide ones on CPU) with 8x its autoencoder images (batch 128 runs
-    # 12% more images/s than 64 there) and 5x its diffusion samples. Measured (docs/experiments.md): FID 95.8 vs
-    # 111.7 at N = 2,000, recon FID 82.4 vs 93.1, but the autoencoder memorises its training images
-    # (train/test PSNR 26.8 / 23.8 dB)
+    # 12% more images/s than 64 there) and 5x its diffusion samples. Measured (docs/experiments.md):
+    # FID 95.8 vs 111.7 at N = 2,000, recon FID 82.4 vs 93.1, but the autoencoder memorises its training
+    # images (train/test PSNR 26.8 / 23.8 dB); random shifts (--ae-translate-px 2) stop that but lose
+    # the sharpness (recon FID 89.8, FID 105.3), so they stay off
     "full": Config(
         AutoencoderConfig(ae_train_steps=26000, ae_batch_size=128, ae_warmup_steps=500),
         DiffusionConfig(diffusion_train_steps=10000, diffusion_batch_size=512, diffusion_warmup_steps=500,
