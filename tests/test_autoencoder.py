@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from catdog.autoencoder import SimpleAutoencoder
 from catdog.config import PRESETS, AutoencoderConfig, override
 from catdog.discriminator import PatchDiscriminator
+from catdog.metrics import ssim
 from catdog.data import create_cat_dog_dataset, to_model_range
 
 TINY = PRESETS["tiny"].ae
@@ -97,3 +98,19 @@ def test_adaptive_adversarial_weight_balances_the_gradients_at_the_last_layer():
         g_adv, = torch.autograd.grad(total - rec, last)
         assert parts["adv_scale"] > 0 and not scale.requires_grad
         torch.testing.assert_close(g_adv.norm(), adv_weight * g_rec.norm(), rtol=1e-3, atol=1e-6)
+
+
+def test_ssim_term_is_added_to_the_loss_and_reaches_the_decoder():
+    torch.manual_seed(0)
+    cfg = override(PRESETS["tiny"], {"ssim_weight": 2.0}).ae
+    model = SimpleAutoencoder(cfg)
+    x, y = torch.rand(4, 3, 32, 32) * 2 - 1, torch.tensor([0, 1, 0, 1])
+    total, parts, x_hat = model.loss(x, y)
+    plain = SimpleAutoencoder(override(PRESETS["tiny"], {"ssim_weight": 0.0}).ae)
+    plain.load_state_dict(model.state_dict())
+    total_plain, parts_plain, _ = plain.loss(x, y)
+    assert "ssim" in parts and "ssim" not in parts_plain
+    torch.testing.assert_close(parts["ssim"], ssim(x_hat, x).detach())
+    torch.testing.assert_close(total - total_plain, 2.0 * (1 - ssim(x_hat, x)))
+    grad, = torch.autograd.grad(1 - ssim(x_hat, x), model.decoder.output_conv().weight)
+    assert grad.norm() > 0

@@ -21,6 +21,7 @@ from torch import nn
 from catdog.config import AutoencoderConfig
 from catdog.data import CLASS_NAMES
 from catdog.discriminator import generator_hinge_loss
+from catdog.metrics import ssim
 
 
 def top_patch(cfg: AutoencoderConfig) -> int:
@@ -159,19 +160,27 @@ class SimpleAutoencoder(nn.Module):
         """
         cfg = self.cfg
         latent, x_hat = self._reconstruct(x, noise)
-        mse, l1 = F.mse_loss(x_hat, x), F.l1_loss(x_hat, x)
+        rec, parts = self._reconstruction_loss(x_hat, x)
         ce = F.cross_entropy(self.classifier(latent), y)
         center = self.center_loss(latent, y)
-        total = self._reconstruction_loss(mse, l1) + cfg.cls_weight * ce + cfg.center_weight * center
-        parts = {"loss": total, "mse": mse, "l1": l1, "ce": ce, "center": center}
+        total = rec + cfg.cls_weight * ce + cfg.center_weight * center
+        parts = {"loss": total, **parts, "ce": ce, "center": center}
         if discriminator is not None:
             adv = generator_hinge_loss(discriminator(x_hat))
             total = total + adv_scale * adv
             parts.update(loss=total, adv=adv, adv_scale=adv_scale)
         return total, {k: v.detach() for k, v in parts.items()}, x_hat   # tensors: no GPU sync
 
-    def _reconstruction_loss(self, mse: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
-        return mse + self.cfg.l1_weight * l1
+    def _reconstruction_loss(self, x_hat: torch.Tensor, x: torch.Tensor
+                             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MSE + l1_weight x L1 (+ ssim_weight x (1 - SSIM) if on); returns (loss, its parts)."""
+        mse, l1 = F.mse_loss(x_hat, x), F.l1_loss(x_hat, x)
+        parts = {"mse": mse, "l1": l1}
+        rec = mse + self.cfg.l1_weight * l1
+        if self.cfg.ssim_weight > 0:
+            parts["ssim"] = ssim(x_hat, x)
+            rec = rec + self.cfg.ssim_weight * (1 - parts["ssim"])
+        return rec, parts
 
     def _reconstruct(self, x: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         latent = self.encode(x)
@@ -183,7 +192,7 @@ class SimpleAutoencoder(nn.Module):
         at the decoder's last layer, so that `adv_weight` sets the adversarial gradient relative to the
         reconstruction one. A separate forward pass, so that `loss` stays one compilable graph."""
         _, x_hat = self._reconstruct(x, noise)
-        rec = self._reconstruction_loss(F.mse_loss(x_hat, x), F.l1_loss(x_hat, x))
+        rec, _ = self._reconstruction_loss(x_hat, x)
         adv = generator_hinge_loss(discriminator(x_hat))
         last = self.decoder.output_conv().weight
         g_rec, = torch.autograd.grad(rec, last, retain_graph=True)
