@@ -118,6 +118,7 @@ BAD = [
     (["run", "--preset", "tiny", "--compile-mode", "fast", "--run-dir", "{tmp}/r"], "--compile-mode"),
     (["run", "--preset", "tiny", "--ae-translate-px", "9", "--run-dir", "{tmp}/r"], "--ae-translate-px"),
     (["run", "--preset", "tiny", "--ae-channels", "8,16", "--run-dir", "{tmp}/r"], "--ae-channels"),
+    (["run", "--preset", "tiny", "--ssim-weight", "-1", "--run-dir", "{tmp}/r"], "--ssim-weight"),
     pytest.param(["run", "--preset", "tiny", "--device", "cuda", "--run-dir", "{tmp}/r"], "CUDA",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")),
     (["visualize", "--run-dir", "{tmp}/missing"], "no such run folder"),

@@ -198,6 +198,8 @@ def validate(config: Config) -> None:
         raise UserError("--unet-widths needs at least one positive width")
     if not 0 <= ae.ae_translate_px <= 8:
         raise UserError(f"--ae-translate-px must be in 0..8, got {ae.ae_translate_px}")
+    if min(ae.l1_weight, ae.ssim_weight, ae.cls_weight, ae.center_weight) < 0:
+        raise UserError("--l1-weight, --ssim-weight, --cls-weight and --center-weight must be >= 0")
     if ae.adv_weight < 0 or ae.disc_width <= 0 or ae.disc_width % 4:
         raise UserError("--adv-weight must be >= 0 and --disc-width a positive multiple of 4")
     if run.compile_mode not in COMPILE_MODES:
