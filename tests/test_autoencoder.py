@@ -7,9 +7,9 @@ import torch.nn.functional as F
 
 from catdog.autoencoder import SimpleAutoencoder
 from catdog.config import PRESETS, AutoencoderConfig, override
+from catdog.data import create_cat_dog_dataset, to_model_range
 from catdog.discriminator import PatchDiscriminator
 from catdog.metrics import ssim
-from catdog.data import create_cat_dog_dataset, to_model_range
 
 TINY = PRESETS["tiny"].ae
 

@@ -92,7 +92,7 @@ def test_ssim_closed_forms():
     a, b, c1 = 0.3, -0.5, (0.01 * 2) ** 2
     flat_a, flat_b = torch.full((2, 3, 32, 32), a), torch.full((2, 3, 32, 32), b)
     torch.testing.assert_close(ssim(flat_a, flat_b), torch.tensor((2 * a * b + c1) / (a * a + b * b + c1)))
-    # symmetric, and a blurred copy (lost local contrast) scores below a noisy one of the same MSE scale
+    # symmetric, and a blurred copy (lost local contrast) scores below a lightly noised one
     blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1)
     torch.testing.assert_close(ssim(x, blurred), ssim(blurred, x))
     assert ssim(x, blurred) < ssim(x, x + 0.05 * torch.randn_like(x)) < 1

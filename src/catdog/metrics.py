@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -44,9 +46,11 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, size: int = 
     return ssim_map.mean()
 
 
+@functools.cache
 def _window(n: int, size: int, sigma: float, device: torch.device) -> torch.Tensor:
     """(n, n - size + 1): column j is the normalised Gaussian window over positions j .. j + size - 1,
-    so that `h @ _window(...)` is the windowed mean along h's last dimension at each valid position."""
+    so that `h @ _window(...)` is the windowed mean along h's last dimension at each valid position.
+    Built once per shape and device (it is constant), not on every training step."""
     g = torch.exp(-((torch.arange(size, device=device) - (size - 1) / 2) ** 2) / (2 * sigma ** 2))
     g = g / g.sum()
     return torch.stack([F.pad(g, (j, n - size - j)) for j in range(n - size + 1)], 1)
