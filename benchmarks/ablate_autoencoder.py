@@ -1,7 +1,7 @@
 """Autoencoder ablations at a fixed step budget: reconstruction PSNR, latent probe, judge on recons.
 
     python benchmarks/ablate_autoencoder.py --steps 700 'base={}' 'narrow4={"ae_channels": [32,64,128,128]}'
-    python benchmarks/ablate_autoencoder.py --steps 5200 --train-n 1000 'base={}' 'shift2={"ae_translate_px": 2}'
+    python benchmarks/ablate_autoencoder.py --steps 5200 --train-n 1000 'base={}' 'l1={"l1_weight": 1.0}'
 
 Each variant is the `cpu` preset with the given overrides, trained from scratch for --steps on the
 2 CPU cores; the printed numbers are on the 2,000 test images, next to the PSNR on (up to 2,000 of)
@@ -27,8 +27,8 @@ from catdog.evaluate import cached_features  # noqa: E402
 from catdog.fid import feature_stats, frechet_distance, inception_features, load_inception  # noqa: E402
 from catdog.judge import class_accuracy, load_judge  # noqa: E402
 from catdog.metrics import linear_probe_accuracy, psnr_db  # noqa: E402
-from catdog.pipeline import pick_device  # noqa: E402
-from catdog.train import encode_images, reconstruct_images, train_autoencoder  # noqa: E402
+from catdog.device import pick_device  # noqa: E402
+from catdog.train import train_autoencoder  # noqa: E402
 
 
 def main() -> None:
@@ -60,13 +60,13 @@ def main() -> None:
             model = train_autoencoder(config, train_images, train_labels, Path(tmp) / "s.pt",
                                       Path(tmp) / "m.jsonl", device)
             seconds = time.perf_counter() - start
-        recon = reconstruct_images(model, test_images, device)
-        probe = linear_probe_accuracy(encode_images(model, train_images, device).numpy(), train_labels,
-                                      encode_images(model, test_images, device).numpy(), test_labels)
+        recon = model.reconstruct_images(test_images)
+        probe = linear_probe_accuracy(model.encode_images(train_images).numpy(), train_labels,
+                                      model.encode_images(test_images).numpy(), test_labels)
         recon_fid = frechet_distance(*feature_stats(inception_features(recon[:args.fid_n])), *fid_ref) \
             if args.fid_n else float("nan")
         seen = train_images[:len(test_images)]
-        train_psnr = psnr_db(seen, reconstruct_images(model, seen, device))
+        train_psnr = psnr_db(seen, model.reconstruct_images(seen))
         print(f"{name:14s} {psnr_db(test_images, recon):8.2f} {train_psnr:10.2f} {probe:6.3f} "
               f"{class_accuracy(judge, recon, test_labels):11.3f} {recon_fid:9.1f} {seconds:8.0f}  "
               f"{json.dumps(changes)}", flush=True)

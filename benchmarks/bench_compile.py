@@ -25,8 +25,8 @@ from catdog.autoencoder import SimpleAutoencoder  # noqa: E402
 from catdog.config import PRESETS  # noqa: E402
 from catdog.diffusion import build_diffusion  # noqa: E402
 from catdog.distributed import LossForward  # noqa: E402
-from catdog.pipeline import pick_device  # noqa: E402
-from catdog.train import autocast  # noqa: E402
+from catdog.device import pick_device  # noqa: E402
+from catdog.device import autocast  # noqa: E402
 
 
 def sync(device):

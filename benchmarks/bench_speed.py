@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from catdog.autoencoder import SimpleAutoencoder  # noqa: E402
 from catdog.config import PRESETS, override  # noqa: E402
 from catdog.diffusion import build_diffusion  # noqa: E402
-from catdog.pipeline import pick_device  # noqa: E402
+from catdog.device import pick_device  # noqa: E402
 from catdog.sample import sample_latents  # noqa: E402
-from catdog.train import autocast, uses_bf16  # noqa: E402
+from catdog.device import autocast, uses_bf16  # noqa: E402
 
 
 def timed(fn, device, warmup: int, repeats: int) -> list[float]:
@@ -109,10 +109,11 @@ def main() -> None:
     diffusion.eval()
     n = 1000
     labels = (torch.arange(n) % 2).to(device)
-    for steps in sorted({10, 25, 50, dif_cfg.n_steps}):
+    for sampler, steps in [("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddpm", dif_cfg.n_steps)]:
         reps = args.repeats if steps <= 50 else 1
-        t = timed(lambda: sample_latents(diffusion, labels, 0, steps, 2.0), device, 1 if steps <= 50 else 0, reps)
-        print(summary(f"sample {n} latents, {steps} steps", t, n, "samples/s"))
+        t = timed(lambda: sample_latents(diffusion, labels, 0, steps, 2.0, sampler=sampler), device,
+                  1 if steps <= 50 else 0, reps)
+        print(summary(f"sample {n} latents, {sampler} {steps} steps", t, n, "samples/s"))
     with torch.no_grad():
         zs = torch.randn(n, ae_cfg.latent_dim, device=device)
         t = timed(lambda: model.decode(zs), device, 1, args.repeats)

@@ -13,4 +13,4 @@ torch.set_num_threads(2)
 def tiny_run(tmp_path_factory):
     """A `tiny` preset run folder with a trained autoencoder, latent cache and diffusion model."""
     run_dir = tmp_path_factory.mktemp("tiny_run")
-    return run_all(PRESETS["tiny"], run_dir, stages=("ae", "diffusion"))
+    return run_all(PRESETS["tiny"], run_dir, figures=False)

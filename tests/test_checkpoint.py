@@ -7,11 +7,12 @@ import pytest
 import torch
 
 import catdog.train as train_module
+import catdog.training_loop as loop_module
 from catdog.checkpoint import load_state, load_weights, save_state, save_weights
 from catdog.config import PRESETS, config_to_dict, override
 from catdog.data import create_cat_dog_dataset
 from catdog.errors import UserError
-from catdog.pipeline import load_autoencoder
+from catdog.run_dir import load_autoencoder
 
 CONFIG = override(PRESETS["tiny"], {"ae_train_steps": 12, "diffusion_train_steps": 12,
                                     "checkpoint_every_steps": 4, "log_every_steps": 4})
@@ -24,14 +25,14 @@ class Killed(Exception):
 def _kill_after_saves(monkeypatch, n):
     """Make the n-th checkpoint save 'crash' right after it is written."""
     calls = {"n": 0}
-    real = train_module.save_state
+    real = loop_module.save_state
 
     def save_then_maybe_die(path, state):
         real(path, state)
         calls["n"] += 1
         if calls["n"] == n:
             raise Killed
-    monkeypatch.setattr(train_module, "save_state", save_then_maybe_die)
+    monkeypatch.setattr(loop_module, "save_state", save_then_maybe_die)
 
 
 def _same(a: dict, b: dict):
@@ -53,7 +54,7 @@ def test_autoencoder_resume_equals_uninterrupted(tmp_path, monkeypatch, kill_at_
         train_module.train_autoencoder(config, images, labels, tmp_path / "s.pt", tmp_path / "m2", cpu)
     monkeypatch.undo()
     state = load_state(tmp_path / "s.pt", config_to_dict(config), ("ae",))
-    assert state["step"] == 4 * kill_at_save and ("discriminator" in state) == adversarial
+    assert state["step"] == 4 * kill_at_save and ("adversarial" in state) == adversarial
     resumed = train_module.train_autoencoder(config, images, labels, tmp_path / "s.pt", tmp_path / "m2", cpu)
     _same(ref.state_dict(), resumed.state_dict())
     if adversarial:

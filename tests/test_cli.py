@@ -26,6 +26,7 @@ def run_main(*args, timeout=600):
                           timeout=timeout, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_main_py_end_to_end_then_skips_training(tmp_path):
     run_dir = tmp_path / "run"
     first = run_main("--preset", "tiny", "--run-dir", str(run_dir))
@@ -40,6 +41,7 @@ def test_main_py_end_to_end_then_skips_training(tmp_path):
     assert stamp == {p: p.stat().st_mtime_ns for p in run_dir.glob("*.safetensors")}
 
 
+@pytest.mark.slow
 def test_sigkill_during_training_then_rerun_matches_uninterrupted(tmp_path):
     """Oracle: an uninterrupted tiny run. The killed run is rerun with the same command."""
     flags = ["--preset", "tiny", "--ae-train-steps", "60", "--checkpoint-every-steps", "5"]
@@ -73,12 +75,19 @@ def test_sample_writes_grid_and_npz(tiny_run, tmp_path, capsys):
         assert f["images"].shape == (10, 32, 32, 3) and f["images"].dtype == np.uint8
         assert (f["labels"] == 1).all()
         first = f["images"]
-    # same seed, same images; the full DDPM chain (steps == n_steps) runs too
+    # same seed, same images
     assert main(["sample", "--run-dir", str(tiny_run.root), "--class", "dog", "--n", "10", "--steps", "5",
                  "--guidance", "2", "--seed", "0", "--npz", str(npz)]) == 0
     np.testing.assert_array_equal(np.load(npz)["images"], first)
-    assert main(["sample", "--run-dir", str(tiny_run.root), "--class", "cat", "--n", "2", "--steps", "50",
-                 "--npz", str(npz)]) == 0
+    # the sampler is chosen explicitly: DDIM over all n_steps stays deterministic DDIM, and is not
+    # the ancestral DDPM chain, whose noise makes other images from the same seed
+    images = {}
+    for name, flags in (("ddim", ["--steps", "50"]), ("ddim_again", ["--steps", "50"]), ("ddpm", ["--sampler", "ddpm"])):
+        assert main(["sample", "--run-dir", str(tiny_run.root), "--class", "cat", "--n", "4", *flags,
+                     "--npz", str(npz)]) == 0
+        images[name] = np.load(npz)["images"]
+    np.testing.assert_array_equal(images["ddim"], images["ddim_again"])
+    assert not np.array_equal(images["ddim"], images["ddpm"])
 
 
 def test_train_subcommands_and_dry_run(tmp_path, capsys):
@@ -115,10 +124,13 @@ BAD = [
     (["run", "--no-such-flag"], "unrecognized"),
     (["run", "--preset", "tiny", "--run-dir", "{tmp}/r", "--data", "{tmp}/bad.npz"], "bad.npz"),
     (["run", "--preset", "tiny", "--latent-dim", "0", "--run-dir", "{tmp}/r"], "latent-dim"),
-    (["run", "--preset", "tiny", "--compile-mode", "fast", "--run-dir", "{tmp}/r"], "--compile-mode"),
-    (["run", "--preset", "tiny", "--ae-translate-px", "9", "--run-dir", "{tmp}/r"], "--ae-translate-px"),
     (["run", "--preset", "tiny", "--ae-channels", "8,16", "--run-dir", "{tmp}/r"], "--ae-channels"),
-    (["run", "--preset", "tiny", "--ssim-weight", "-1", "--run-dir", "{tmp}/r"], "--ssim-weight"),
+    (["run", "--preset", "tiny", "--cls-weight", "-1", "--run-dir", "{tmp}/r"], "--cls-weight"),
+    (["run", "--preset", "tiny", "--ssim-weight", "0.1", "--run-dir", "{tmp}/r"], "unrecognized"),
+    (["sample", "--run-dir", "{run}", "--class", "dog", "--sampler", "ddpm", "--steps", "10", "--out", "{tmp}/x.png"],
+     "--sampler ddpm"),
+    (["sample", "--run-dir", "{run}", "--class", "dog", "--sampler", "euler", "--out", "{tmp}/x.png"], "invalid choice"),
+    pytest.param(["run", "--preset", "tiny", "--compile", "--device", "cpu", "--run-dir", "{tmp}/r"], "--compile needs CUDA"),
     pytest.param(["run", "--preset", "tiny", "--device", "cuda", "--run-dir", "{tmp}/r"], "CUDA",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")),
     (["visualize", "--run-dir", "{tmp}/missing"], "no such run folder"),
@@ -126,13 +138,27 @@ BAD = [
 
 
 @pytest.mark.parametrize("argv,message", BAD)
-def test_bad_input_is_one_line_and_status_2(tiny_run, tmp_path, argv, message):
+def test_bad_input_is_one_line_and_status_2(tiny_run, tmp_path, capsys, argv, message):
+    """In-process (any exception but the CLI's own handling would fail the test); the subprocess
+    test below checks the same through a real `python -m catdog`."""
     (tmp_path / "bad.npz").write_bytes(b"garbage")
+    argv = [a.format(run=tiny_run.root, tmp=tmp_path) for a in argv]
+    try:
+        status = main(argv)
+    except SystemExit as e:                                      # argparse's own usage errors
+        status = e.code
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and message in lines[0], err
+
+
+@pytest.mark.parametrize("argv,message", [BAD[0], BAD[7]])
+def test_bad_input_in_a_real_process_has_no_traceback(tiny_run, tmp_path, argv, message):
     argv = [a.format(run=tiny_run.root, tmp=tmp_path) for a in argv]
     result = subprocess.run([sys.executable, "-m", "catdog", *argv], capture_output=True, text=True,
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, timeout=300)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     lines = [l for l in result.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
 
@@ -202,3 +228,20 @@ def test_the_shipped_pretrained_model_samples_on_the_cpu(tmp_path):
     images = np.load(tmp_path / "dogs.npz")["images"]
     assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8 and images.std() > 10
     assert Image.open(out).size[0] > 32
+
+
+def test_help_docs_and_config_agree_on_every_sampling_default(monkeypatch):
+    """Oracle: SampleConfig, the one place the sampling defaults live. docs/cli_help.txt is the
+    CLI's own output (rewrite it with scripts/cli_help.sh), and the README states the same guidance."""
+    from catdog.cli import help_text
+    from catdog.config import SampleConfig
+    monkeypatch.setenv("COLUMNS", "100")
+    text = help_text()
+    assert text == (ROOT / "docs" / "cli_help.txt").read_text(), "run scripts/cli_help.sh"
+    d = SampleConfig()
+    for command in ("sample", "visualize", "evaluate"):
+        block = text.split(f"$ catdog {command} --help")[1].split("$ catdog")[0]
+        assert "--sampler {ddim,ddpm}" in block and f"(default: {d.sampler})" in block
+        assert f"DDIM steps (default: {d.steps})" in block
+        assert f"(default: {d.guidance})" in block and f"starting noise (default: {d.seed})" in block
+    assert f"guidance {d.guidance:g}" in (ROOT / "README.md").read_text()

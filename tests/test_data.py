@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from catdog.data import (RECORD_BYTES, TEST_BATCHES, TRAIN_BATCHES, class_index, create_cat_dog_dataset,
-                         to_model_range, to_uint8, translate)
+                         in_batches, to_model_range, to_uint8)
 from catdog.errors import UserError
 
 
@@ -88,11 +88,7 @@ def test_class_names_and_pixel_round_trip():
     np.testing.assert_array_equal(to_uint8(x), images[:8])
 
 
-def test_translate_shifts_each_image_and_reflects_the_border():
-    import torch
-    x = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).view(2, 3, 5, 6)
-    out = translate(x, torch.tensor([[0, 0], [1, -2]]), pad=2)
-    torch.testing.assert_close(out[0], x[0])                             # no shift: unchanged
-    torch.testing.assert_close(out[1, :, 1:, :4], x[1, :, :4, 2:])       # down 1, left 2
-    torch.testing.assert_close(out[1, :, 0, :4], x[1, :, 1, 2:])         # top row reflected from row 1
-    torch.testing.assert_close(out[1, :, 1:, 4:], x[1, :, :4, 3:5].flip(-1))   # right edge reflected
+def test_in_batches_covers_every_item_once_in_order():
+    calls = in_batches(lambda batch: list(batch), list(range(11)), 4)
+    assert calls == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
+    assert in_batches(len, [], 4) == []

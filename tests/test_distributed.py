@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from catdog.checkpoint import load_weights
@@ -22,6 +23,7 @@ def _run(cmd, run_dir):
     return result
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     two = _run(torchrun, tmp_path / "two")

@@ -42,6 +42,7 @@ def _wait_for_write(path: Path, proc, timeout: float = 120) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_random_sigkills_then_rerun_equals_uninterrupted(tmp_path):
     """Oracle: the same command run once without interruption. Kills land in AE training, in
     diffusion training (checkpoints every 3 steps, so often while one is being written), and at

@@ -11,14 +11,18 @@ from PIL import Image
 from catdog.cli import main
 from catdog.data import to_uint8
 from catdog.figures import TRAJECTORY_SEED_OFFSET, trajectory, write_all_figures
-from catdog.pipeline import load_autoencoder, load_diffusion
-from catdog.sample import decode_latents, sample_latents
+from catdog.config import SampleConfig
+from catdog.run_dir import load_run
+from catdog.sample import sample_latents
 from catdog.viz import plot_training_curves
 
 
 @pytest.fixture(scope="module")
 def figures(tiny_run):
-    return {p.name: p for p in write_all_figures(tiny_run)}
+    return {p.name: p for p in write_all_figures(tiny_run, sample=SAMPLE, per_class=4, tsne_points=64)}
+
+
+SAMPLE = SampleConfig(steps=5)
 
 
 def test_every_figure_is_written_and_decodes(figures, tiny_run):
@@ -32,8 +36,7 @@ def test_every_figure_is_written_and_decodes(figures, tiny_run):
 
 
 def test_animation_shows_the_real_reverse_process(figures, tiny_run):
-    _, config = load_autoencoder(tiny_run.root)
-    steps = config.run.sample_steps
+    steps = SAMPLE.steps
     with Image.open(figures["denoising_dog.gif"]) as gif:
         assert gif.n_frames == steps + 1
         gif.seek(0)
@@ -50,22 +53,21 @@ def test_animation_shows_the_real_reverse_process(figures, tiny_run):
 
 def test_trajectory_ends_at_the_sampled_latent_and_image(tiny_run):
     """Oracle: the sampler called directly with the same seed."""
-    autoencoder, config = load_autoencoder(tiny_run.root)
-    diffusion, _ = load_diffusion(tiny_run.root)
-    run = config.run
-    seed = run.seed + TRAJECTORY_SEED_OFFSET + 1
-    z_path, frames = trajectory(autoencoder, diffusion, 1, seed, run.sample_steps, run.guidance)
-    z = sample_latents(diffusion, torch.tensor([1]), seed, run.sample_steps, run.guidance)
+    run = load_run(tiny_run.root)
+    autoencoder, diffusion = run.autoencoder, run.diffusion
+    seed = SAMPLE.seed + TRAJECTORY_SEED_OFFSET + 1
+    z_path, frames = trajectory(autoencoder, diffusion, 1, seed, SAMPLE)
+    z = sample_latents(diffusion, torch.tensor([1]), seed, SAMPLE.steps, SAMPLE.guidance)
     torch.testing.assert_close(z_path[-1], z[0])
-    np.testing.assert_array_equal(frames[-1], to_uint8(decode_latents(autoencoder, z))[0])
-    assert frames.shape == (run.sample_steps + 1, 32, 32, 3)
+    np.testing.assert_array_equal(frames[-1], to_uint8(autoencoder.decode_latents(z))[0])
+    assert frames.shape == (SAMPLE.steps + 1, 32, 32, 3)
     # it starts at the sampler's pure noise, far from where it ends
     torch.testing.assert_close(z_path[0], torch.randn((1, z.shape[1]), generator=torch.Generator().manual_seed(seed))[0])
     assert (z_path[0] - z_path[-1]).norm() > 0.1 * z.shape[1] ** 0.5
 
 
 def test_visualize_command_rewrites_the_figures(tiny_run, capsys):
-    assert main(["visualize", "--run-dir", str(tiny_run.root)]) == 0
+    assert main(["visualize", "--run-dir", str(tiny_run.root), "--steps", "5"]) == 0
     assert "samples.png" in capsys.readouterr().out
 
 

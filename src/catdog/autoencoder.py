@@ -1,15 +1,13 @@
 """Conv autoencoder: 32x32 RGB <-> flat latent of `latent_dim`, with a latent classifier and Center Loss.
 
 Encoder: conv stem, Convolutional Attention Blocks (CAB: two 3x3 convs + a Channel Attention Layer,
-CAL, i.e. squeeze-and-excitation as in RCAN, Zhang et al. 2018) at each level (32/16/8/4 px for 4
-widths; for 3 widths the input's 2x2 pixel blocks are first folded into channels, pixel unshuffle, and
-the levels are 16/8/4 px), strided-conv downsampling, then a linear map to the latent. The latent is
-layer-normalised (unit RMS, zero mean across dims) so that no loss can shrink or blow up its scale.
-Decoder: linear -> 4x4 map, then transposed convolutions ("deconvolutions") with CABs back up (and
-for 3 widths a pixel shuffle from 16 px to 32x32).
-Unlike the earlier public attempt, the classifier's and the Center Loss's gradients reach the
-encoder. The module also owns the per-dimension latent mean/std measured on the training set, which
-turn a raw latent into the standardised `z` that diffusion works on.
+CAL, i.e. squeeze-and-excitation as in RCAN, Zhang et al. 2018) at 32/16/8/4 px, strided-conv
+downsampling, then a linear map to the latent. The latent is layer-normalised (unit RMS, zero mean
+across dims) so that no loss can shrink or blow up its scale.
+Decoder: linear -> 4x4 map, then transposed convolutions ("deconvolutions") with CABs back up.
+The classifier's and the Center Loss's gradients reach the encoder, so they shape the latent. The
+module also owns the per-dimension latent mean/std measured on the training set, which turn a raw
+latent into the standardised `z` that diffusion works on, and batched uint8-in / uint8-out inference.
 """
 
 from __future__ import annotations
@@ -18,15 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import numpy as np
+
 from catdog.config import AutoencoderConfig
-from catdog.data import CLASS_NAMES
-from catdog.discriminator import generator_hinge_loss
-from catdog.metrics import ssim
-
-
-def top_patch(cfg: AutoencoderConfig) -> int:
-    """Pixels per side folded into channels before the first conv: 4 widths start at 32 px (1), 3 at 16 px (2)."""
-    return 2 ** (4 - len(cfg.ae_channels))
+from catdog.data import CLASS_NAMES, in_batches, to_model_range, to_uint8
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -62,9 +55,8 @@ class ConvAttentionBlock(nn.Module):
 class Encoder(nn.Module):
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
-        c, patch = cfg.ae_channels, top_patch(cfg)            # widths per level, the last at 4 px
-        layers: list[nn.Module] = [nn.PixelUnshuffle(patch)] if patch > 1 else []
-        layers.append(nn.Conv2d(3 * patch ** 2, c[0], 3, padding=1))
+        c = cfg.ae_channels                                   # widths at 32, 16, 8, 4 px
+        layers: list[nn.Module] = [nn.Conv2d(3, c[0], 3, padding=1)]
         for level in range(len(c)):
             layers += [ConvAttentionBlock(c[level]) for _ in range(cfg.ae_blocks)]
             if level < len(c) - 1:                            # downsample 2x, widen
@@ -82,7 +74,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
-        c, patch = cfg.ae_channels, top_patch(cfg)
+        c = cfg.ae_channels
         self.from_latent = nn.Linear(cfg.latent_dim, c[-1] * 4 * 4)
         self.width = c[-1]
         layers: list[nn.Module] = []
@@ -90,9 +82,7 @@ class Decoder(nn.Module):
             layers += [ConvAttentionBlock(c[level]) for _ in range(cfg.ae_blocks)]
             if level > 0:                                     # deconvolution: upsample 2x, narrow
                 layers.append(nn.ConvTranspose2d(c[level], c[level - 1], 4, stride=2, padding=1))
-        layers += [group_norm(c[0]), nn.SiLU(), nn.Conv2d(c[0], 3 * patch ** 2, 3, padding=1)]
-        if patch > 1:                                         # channels back to pixels
-            layers.append(nn.PixelShuffle(patch))
+        layers += [group_norm(c[0]), nn.SiLU(), nn.Conv2d(c[0], 3, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
@@ -148,56 +138,34 @@ class SimpleAutoencoder(nn.Module):
         latent = self.encode(x)
         return self.decode(latent), latent, self.classifier(latent)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None = None,
-             discriminator: nn.Module | None = None, adv_scale: torch.Tensor | None = None
+    def loss(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """Weighted sum of reconstruction (MSE + L1), latent classification CE, Center Loss and,
-        if a discriminator is given, `adv_scale` x its hinge term (`adv_scale` from
-        `adversarial_scale`, refreshed by the training loop). Returns (total, parts, x_hat).
+        """Reconstruction (MSE + L1) + cls_weight x latent classification CE + center_weight x Center
+        Loss. Returns (total, its parts detached, x_hat).
 
         `noise` (B, latent_dim), if given, is added to the latent before decoding only, so the
         decoder learns to tolerate the small errors a diffusion sample will have.
         """
         cfg = self.cfg
-        latent, x_hat = self._reconstruct(x, noise)
-        rec, parts = self._reconstruction_loss(x_hat, x)
+        latent, x_hat = self.reconstruct(x, noise)
+        rec, parts = self.reconstruction_loss(x_hat, x)
         ce = F.cross_entropy(self.classifier(latent), y)
         center = self.center_loss(latent, y)
         total = rec + cfg.cls_weight * ce + cfg.center_weight * center
         parts = {"loss": total, **parts, "ce": ce, "center": center}
-        if discriminator is not None:
-            adv = generator_hinge_loss(discriminator(x_hat))
-            total = total + adv_scale * adv
-            parts.update(loss=total, adv=adv, adv_scale=adv_scale)
         return total, {k: v.detach() for k, v in parts.items()}, x_hat   # tensors: no GPU sync
 
-    def _reconstruction_loss(self, x_hat: torch.Tensor, x: torch.Tensor
-                             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """MSE + l1_weight x L1 (+ ssim_weight x (1 - SSIM) if on); returns (loss, its parts)."""
+    def reconstruction_loss(self, x_hat: torch.Tensor, x: torch.Tensor
+                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MSE + l1_weight x L1; returns (loss, its parts)."""
         mse, l1 = F.mse_loss(x_hat, x), F.l1_loss(x_hat, x)
-        parts = {"mse": mse, "l1": l1}
-        rec = mse + self.cfg.l1_weight * l1
-        if self.cfg.ssim_weight > 0:
-            parts["ssim"] = ssim(x_hat, x)
-            rec = rec + self.cfg.ssim_weight * (1 - parts["ssim"])
-        return rec, parts
+        return mse + self.cfg.l1_weight * l1, {"mse": mse, "l1": l1}
 
-    def _reconstruct(self, x: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def reconstruct(self, x: torch.Tensor, noise: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x -> (raw latent, x_hat), with latent_noise_std x `noise` added before decoding if given."""
         latent = self.encode(x)
         return latent, self.decode(latent if noise is None else latent + self.cfg.latent_noise_std * noise)
-
-    def adversarial_scale(self, x: torch.Tensor, noise: torch.Tensor | None,
-                          discriminator: nn.Module) -> torch.Tensor:
-        """VQGAN's adaptive weight (Esser et al. 2021) on one batch: adv_weight x |grad rec| / |grad adv|
-        at the decoder's last layer, so that `adv_weight` sets the adversarial gradient relative to the
-        reconstruction one. A separate forward pass, so that `loss` stays one compilable graph."""
-        _, x_hat = self._reconstruct(x, noise)
-        rec, _ = self._reconstruction_loss(x_hat, x)
-        adv = generator_hinge_loss(discriminator(x_hat))
-        last = self.decoder.output_conv().weight
-        g_rec, = torch.autograd.grad(rec, last, retain_graph=True)
-        g_adv, = torch.autograd.grad(adv, last)
-        return (self.cfg.adv_weight * g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0, 1e4).detach()
 
     # --- standardised latents z, the space diffusion works in ---------------------------------
     @torch.no_grad()
@@ -213,3 +181,25 @@ class SimpleAutoencoder(nn.Module):
     def denormalize(self, z: torch.Tensor) -> torch.Tensor:
         """z -> raw latent (inverse of normalize)."""
         return z * self.latent_std + self.latent_mean
+
+    # --- batched inference on uint8 images, for every caller that is not training ---------------
+    @torch.no_grad()
+    def encode_images(self, images: np.ndarray, flip: bool = False, batch_size: int = 500) -> torch.Tensor:
+        """Raw latents (N, latent_dim) on the CPU of uint8 images (N, 32, 32, 3), optionally mirrored."""
+        device = self.latent_mean.device
+        def encode(batch):
+            x = to_model_range(batch).to(device)
+            return self.encode(x.flip(3) if flip else x).float().cpu()
+        return torch.cat(in_batches(encode, images, batch_size))
+
+    @torch.no_grad()
+    def decode_latents(self, z: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """Standardised latents z (N, D) -> x (N, 3, 32, 32) clamped to [-1, 1], on z's device."""
+        return torch.cat(in_batches(lambda zb: self.decode(self.denormalize(zb)).clamp(-1, 1), z, batch_size))
+
+    @torch.no_grad()
+    def reconstruct_images(self, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+        """uint8 reconstructions (N, 32, 32, 3) of uint8 images through encoder and decoder."""
+        device = self.latent_mean.device
+        return np.concatenate(in_batches(
+            lambda batch: to_uint8(self.decode(self.encode(to_model_range(batch).to(device)))), images, batch_size))

@@ -19,7 +19,7 @@ import math
 import sys
 from pathlib import Path
 
-from catdog.config import PRESETS, Config, all_fields, config_to_dict, override
+from catdog.config import PRESETS, SAMPLERS, Config, SampleConfig, all_fields, config_to_dict, override
 from catdog.errors import UserError
 
 EXAMPLES = """
@@ -27,10 +27,18 @@ examples:
   catdog run                                  # cpu preset without a GPU, gpu preset with CUDA
   catdog run --preset tiny --run-dir runs/smoke
   catdog run --latent-dim 64 --n-steps 500 --unet-widths 256,128 --run-dir runs/small
-  catdog sample --run-dir pretrained --class dog --n 64 --steps 50 --guidance 2 --seed 0 --out dogs.png
+  catdog sample --run-dir pretrained --class dog --n 64 --seed 0 --out dogs.png
+  catdog sample --run-dir pretrained --class cat --sampler ddpm --out cats.png   # all n_steps, ancestral
   catdog visualize --run-dir runs/cpu
   catdog evaluate --run-dir runs/cpu --n 2000
 """
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default, except where there is none (None) or the help states it."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None or action.default is False else super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):
@@ -95,6 +103,19 @@ def resolve_config(args) -> tuple[Config, str]:
     return override(PRESETS[preset], changes), preset
 
 
+COMMANDS_WITH_HELP = ("", "run", "sample", "visualize", "evaluate", "export")
+
+
+def help_text() -> str:
+    """The --help of catdog and its main commands, as captured in docs/cli_help.txt."""
+    parser, parts = build_parser(), []
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in COMMANDS_WITH_HELP:
+        p = subparsers[name] if name else parser
+        parts.append(f"$ catdog {name} --help".replace("  ", " ") + "\n" + p.format_help())
+    return "\n".join(parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="catdog", description="Class-conditional latent diffusion for CIFAR-10 cats and dogs.",
                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,40 +127,34 @@ def build_parser() -> argparse.ArgumentParser:
                                            formatter_class=argparse.RawDescriptionHelpFormatter))
 
     p = sub.add_parser("sample", help="generate images of one class from a trained run",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=EXAMPLES)
+                       formatter_class=DefaultsFormatter, epilog=EXAMPLES)
     p.add_argument("--run-dir", type=Path, required=True, help="trained run folder (e.g. pretrained)")
     p.add_argument("--class", dest="class_name", required=True, help="cat or dog")
     p.add_argument("--n", type=_positive_int, default=64, help="number of images")
-    p.add_argument("--steps", type=_positive_int, default=50,
-                   help="DDIM steps; equal to the model's n_steps runs the full ancestral DDPM chain")
-    p.add_argument("--guidance", type=_finite_float, default=None,
-                   help="classifier-free guidance scale (default: the run's, 3 for the presets)")
-    p.add_argument("--seed", type=int, default=0)
+    _add_sampling_flags(p)
     p.add_argument("--out", type=Path, default=None, help="PNG grid to write")
     p.add_argument("--npz", type=Path, default=None, help="also write raw uint8 images (key 'images')")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: auto)")
 
     p = sub.add_parser("visualize", help="rewrite the figures of a trained run", epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=DefaultsFormatter)
     p.add_argument("--run-dir", type=Path, required=True)
+    _add_sampling_flags(p)
     p.add_argument("--data", default=None, help="as for run")
     p.add_argument("--device", default=None)
     p = sub.add_parser("export", help="slim copy of a trained run (weights, config, eval) for sharing",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsFormatter)
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="destination folder, e.g. pretrained")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16)")
-    p.add_argument("--guidance", type=_finite_float, default=None, help="new default guidance scale")
 
     p = sub.add_parser("evaluate", help="FID, KID, class fidelity and AE metrics -> RUN_DIR/eval.json",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=EXAMPLES)
+                       formatter_class=DefaultsFormatter, epilog=EXAMPLES)
     p.add_argument("--run-dir", type=Path, default=None, help="trained run folder to evaluate")
     p.add_argument("--samples", type=Path, default=None,
                    help="instead of a run: score an .npz with 'images' uint8 (n,32,32,3) and 'labels' 0/1")
     p.add_argument("--n", type=_positive_int, default=2000, help="samples (half cats, half dogs)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="sampler steps (default: the run's)")
-    p.add_argument("--guidance", type=_finite_float, default=None, help="guidance (default: the run's)")
-    p.add_argument("--seed", type=int, default=0)
+    _add_sampling_flags(p)
     p.add_argument("--sweep-guidance", type=_float_tuple, default=(), help="e.g. 1,1.5,2,3")
     p.add_argument("--sweep-steps", type=_int_tuple, default=(), help="e.g. 10,25,50,1000")
     p.add_argument("--ref-stats", type=Path, default=None,
@@ -152,24 +167,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    """--sampler, --steps, --guidance, --seed: a SampleConfig, with its defaults."""
+    d = SampleConfig()
+    p.add_argument("--sampler", choices=SAMPLERS, default=d.sampler,
+                   help="ddim: deterministic in --steps steps; ddpm: the ancestral chain over all n_steps")
+    p.add_argument("--steps", type=_positive_int, default=None, help=f"DDIM steps (default: {d.steps})")
+    p.add_argument("--guidance", type=_finite_float, default=d.guidance,
+                   help="classifier-free guidance w; 1 = plain conditional")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the starting noise")
+
+
+def sample_config(args) -> SampleConfig:
+    """The SampleConfig the sampling flags ask for; --steps belongs to DDIM only."""
+    if args.sampler == "ddpm" and args.steps is not None:
+        raise UserError("--steps sets the DDIM steps; --sampler ddpm always runs all of the model's n_steps")
+    steps = SampleConfig.steps if args.steps is None else args.steps
+    return SampleConfig(args.sampler, steps, args.guidance, args.seed)
+
+
 def _float_tuple(text: str) -> tuple[float, ...]:
     return tuple(_finite_float(v) for v in text.split(","))
 
 
 def cmd_evaluate(args) -> int:
+    from catdog.device import pick_device
     from catdog.evaluate import evaluate_run, evaluate_samples_file, format_table
-    from catdog.pipeline import load_autoencoder, pick_device, require_run
     device = pick_device(args.device)
     common = dict(data=args.data, ref_stats=args.ref_stats, inception=args.inception, judge_path=args.judge,
                   device=device, skip_fid=args.skip_fid)
     if args.samples is not None:
         result = evaluate_samples_file(args.samples, **common)
     elif args.run_dir is not None:
-        _, config = load_autoencoder(require_run(args.run_dir, "autoencoder").root)
-        steps = args.steps or config.run.sample_steps
-        guidance = config.run.guidance if args.guidance is None else args.guidance
-        result = evaluate_run(args.run_dir, args.n, steps, guidance, args.seed,
-                              sweep_guidance=args.sweep_guidance, sweep_steps=args.sweep_steps, **common)
+        result = evaluate_run(args.run_dir, args.n, sample_config(args), sweep_guidance=args.sweep_guidance,
+                              sweep_steps=args.sweep_steps, **common)
         print(f"wrote {Path(args.run_dir) / 'eval.json'}")
     else:
         raise UserError("give --run-dir DIR (a trained run) or --samples FILE.npz")
@@ -177,7 +208,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_train(args, stages: tuple[str, ...]) -> int:
+def cmd_train(args, until: str, figures: bool) -> int:
     from catdog.distributed import close_world, init_world
     from catdog.pipeline import run_all
     config, preset = resolve_config(args)
@@ -189,7 +220,7 @@ def cmd_train(args, stages: tuple[str, ...]) -> int:
     if args.dry_run:
         return 0
     try:
-        run_all(config, run_dir, args.data, args.device, args.force, stages)
+        run_all(config, run_dir, args.data, args.device, args.force, until, figures)
     finally:
         close_world()
     return 0
@@ -198,22 +229,20 @@ def cmd_train(args, stages: tuple[str, ...]) -> int:
 def cmd_sample(args) -> int:
     import numpy as np
 
+    from catdog.config import validate_sampling
     from catdog.data import class_index
-    from catdog.pipeline import load_autoencoder, load_diffusion, pick_device, require_run
+    from catdog.device import pick_device
+    from catdog.run_dir import load_run
     from catdog.sample import generate_images
     from catdog.viz import save_image_grid
     class_id = class_index(args.class_name)
+    sample = sample_config(args)
     if args.out is None and args.npz is None:
         raise UserError("nothing to write: give --out FILE.png and/or --npz FILE.npz")
-    paths = require_run(args.run_dir, "autoencoder", "diffusion")
-    device = pick_device(args.device)
-    autoencoder, config = load_autoencoder(paths.root, device)
-    diffusion, _ = load_diffusion(paths.root, device)
-    if args.steps > diffusion.n_steps:
-        raise UserError(f"--steps {args.steps} exceeds the model's n_steps ({diffusion.n_steps})")
-    guidance = config.run.guidance if args.guidance is None else args.guidance
-    images = generate_images(autoencoder, diffusion, np.full(args.n, class_id), args.seed, args.steps,
-                             guidance, progress=True)
+    run = load_run(args.run_dir, pick_device(args.device))
+    validate_sampling(sample, run.diffusion.n_steps)
+    images = generate_images(run.autoencoder, run.diffusion, np.full(args.n, class_id), sample.seed, sample.steps,
+                             sample.guidance, progress=True, sampler=sample.sampler)
     if args.out is not None:
         save_image_grid(images, args.out)
         print(f"wrote {args.out}")
@@ -225,17 +254,18 @@ def cmd_sample(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from catdog.pipeline import export_run
-    for path in export_run(args.run_dir, args.out, fp16=not args.fp32, guidance=args.guidance):
+    from catdog.run_dir import export_run
+    for path in export_run(args.run_dir, args.out, fp16=not args.fp32):
         print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
 
 def cmd_visualize(args) -> int:
+    from catdog.device import pick_device
     from catdog.figures import write_all_figures
-    from catdog.pipeline import pick_device, require_run
+    from catdog.run_dir import require_run
     paths = require_run(args.run_dir, "autoencoder", "diffusion")
-    for path in write_all_figures(paths, args.data, pick_device(args.device)):
+    for path in write_all_figures(paths, args.data, pick_device(args.device), sample_config(args)):
         print(path)
     return 0
 
@@ -244,9 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("run", "train-ae", "train-diffusion"):
-            stages = {"run": ("ae", "diffusion", "figures"), "train-ae": ("ae",),
-                      "train-diffusion": ("ae", "diffusion")}[args.command]
-            return cmd_train(args, stages)
+            until, figures = {"run": ("diffusion", True), "train-ae": ("autoencoder", False),
+                              "train-diffusion": ("diffusion", False)}[args.command]
+            return cmd_train(args, until, figures)
         commands = {"sample": cmd_sample, "visualize": cmd_visualize, "evaluate": cmd_evaluate,
                     "export": cmd_export}
         return commands[args.command](args)

@@ -1,8 +1,9 @@
 """Configuration: one frozen dataclass per part, plus named presets.
 
-Every field is one command-line flag (`latent_dim` -> `--latent-dim`), so field names are unique
-across the three dataclasses and carry their units (`ae_train_steps`, `ema_halflife_steps`).
-A checkpoint stores `asdict(config)`, a plain dict, so loading it needs no pickled classes.
+`Config` (autoencoder, diffusion, run) is what a checkpoint must match: it is saved in every weight
+file and every training field is one command-line flag (`latent_dim` -> `--latent-dim`), so field
+names are unique across the parts and carry their units (`ae_train_steps`, `ema_halflife_steps`).
+`SampleConfig` (sampler, steps, guidance) is chosen per command and never stored in weights.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from catdog.errors import UserError
 @dataclass(frozen=True)
 class AutoencoderConfig:
     latent_dim: int = 128                    # flat latent vector, the spec's 128
-    # encoder widths at 32, 16, 8, 4 px (the decoder mirrors them); 3 widths start at 16 px, on 2x2
-    # pixel blocks folded into channels (1.7x cheaper, mixed at equal time). Narrow at high resolution:
-    # on 2 CPU cores 16,32,64,128 runs 1.9x the images per second of 32,64,128,128 and, at equal wall
-    # time, reconstructs better (docs/experiments.md)
+    # encoder widths at 32, 16, 8, 4 px (the decoder mirrors them); narrow at high resolution,
+    # because on a CPU cheap steps beat wide networks at equal time
     ae_channels: tuple[int, ...] = (16, 32, 64, 128)
     ae_blocks: int = 1                       # CAB blocks per resolution (encoder and decoder)
     ae_train_steps: int = 6600
@@ -28,17 +27,11 @@ class AutoencoderConfig:
     ae_warmup_steps: int = 100
     ae_weight_decay: float = 1e-4
     l1_weight: float = 0.5                   # L1 next to MSE: sharper edges than MSE alone
-    # x (1 - SSIM), Wang et al. 2004: penalises lost local contrast (blur). 0.1 buys recon FID 93.1 ->
-    # 89.0 but costs class fidelity, probe and ~8% per step; stacked with 3 widths still a trade
-    # (docs/experiments.md), so off
-    ssim_weight: float = 0.0
-    # the class terms shape the latent but compete with reconstruction: 0.03 / 0.01 instead of 0.1 /
-    # 0.05 cost 2 points of linear probe and buy 0.5 dB and 3.5 recon-FID points (docs/experiments.md)
+    # the class terms shape the latent but compete with reconstruction, so they are kept small
     cls_weight: float = 0.03                 # latent classifier CE
     center_weight: float = 0.01              # Center Loss (Wen et al. 2016) on the latent
     latent_noise_std: float = 0.05           # noise on the (unit-RMS) latent while training: smooth decoder
     hflip: bool = True                       # horizontal-flip augmentation
-    ae_translate_px: int = 0                 # random shifts of up to this many pixels (reflected border)
     adv_weight: float = 0.0                  # PatchGAN hinge loss, x VQGAN's adaptive weight (0 = off)
     adv_start_step: int = 0                  # switch the adversarial term on after this step
     adv_scale_every_steps: int = 10          # recompute the adaptive weight every this many steps
@@ -68,15 +61,7 @@ class RunConfig:
     log_every_steps: int = 100
     checkpoint_every_steps: int = 500
     bf16: bool = True                        # bf16 autocast on CUDA and on CPUs with native bf16
-    compile: bool = False                    # torch.compile the training step, CUDA only
-    compile_mode: str = "reduce-overhead"   # torch.compile mode: CUDA graphs cut the launches
-    sample_steps: int = 50                   # DDIM steps for figures and `sample`
-    guidance: float = 6.0                    # classifier-free guidance scale (figures, sample, evaluate)
-    figure_samples_per_class: int = 16
-    n_eval_latents: int = 2000               # test latents used for t-SNE / probes
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+    compile: bool = False                    # torch.compile the training step with CUDA graphs (CUDA only)
 
 
 @dataclass(frozen=True)
@@ -84,6 +69,18 @@ class Config:
     ae: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+
+SAMPLERS = ("ddim", "ddpm")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to draw samples from a trained run: not part of any checkpoint."""
+    sampler: str = "ddim"                    # ddim: deterministic, `steps` steps; ddpm: all n_steps, ancestral
+    steps: int = 50                          # DDIM steps (ddpm always runs the model's n_steps)
+    guidance: float = 6.0                    # classifier-free guidance scale w; 1 = plain conditional
+    seed: int = 0
 
 
 PRESETS: dict[str, Config] = {
@@ -94,41 +91,39 @@ PRESETS: dict[str, Config] = {
         DiffusionConfig(n_steps=50, unet_widths=(32, 16), unet_blocks=1, emb_dim=16,
                         diffusion_train_steps=40, diffusion_batch_size=32,
                         diffusion_warmup_steps=5, ema_halflife_steps=5),
-        RunConfig(log_every_steps=10, checkpoint_every_steps=10, bf16=False, sample_steps=5,
-                  figure_samples_per_class=4, n_eval_latents=64),
+        RunConfig(log_every_steps=10, checkpoint_every_steps=10, bf16=False),
     ),
-    # the default without a GPU: the whole `run` within 15 minutes on 2 CPU cores
+    # the default without a GPU: FID 111.7 @2k, 11.8 min on 2 cores
     "cpu": Config(),
-    # the long CPU run (77 min on 2 cores), for a pretrained model without a GPU: the cpu preset's
-    # networks (cheap steps beat wide ones on CPU) with 8x its autoencoder images (batch 128 runs
-    # 12% more images/s than 64 there) and 5x its diffusion samples. Measured (docs/experiments.md):
-    # FID 95.8 vs 111.7 at N = 2,000, recon FID 82.4 vs 93.1, but the autoencoder memorises its training
-    # images (train/test PSNR 26.8 / 23.8 dB); random shifts (--ae-translate-px 2) stop that but lose
-    # the sharpness (recon FID 89.8, FID 105.3), so they stay off
+    # the cpu networks trained ~8x longer, for a pretrained model without a GPU: FID 95.8 @2k, 77 min on 2 cores
     "full": Config(
         AutoencoderConfig(ae_train_steps=26000, ae_batch_size=128, ae_warmup_steps=500),
         DiffusionConfig(diffusion_train_steps=10000, diffusion_batch_size=512, diffusion_warmup_steps=500,
                         ema_halflife_steps=600),
         RunConfig(checkpoint_every_steps=2000, log_every_steps=500),
     ),
-    # the default with CUDA: one H100, the whole `run` within 10 minutes; sized so that both weight
-    # files fit ~15 MB in fp16 (AE 3.9 M, denoiser 3.7 M parameters). On the H100 lent here a step
-    # of these small networks costs the kernel launches, not the arithmetic (eager: ~35 AE steps/s
-    # at batch 128, 256 or 512), so the batches are large and CUDA graphs (compile, reduce-overhead)
-    # cut the launches: ~155 AE and ~145 diffusion steps/s measured in the training loop
-    # (benchmarks/bench_compile.py, benchmarks/gpu_session.sh; numbers in docs/experiments.md). The
-    # adversarial term (PatchGAN, adaptive weight x 0.8) sharpens the decoder from step 6,000.
+    # the default with CUDA, one H100 in ~6 min. Both weight files fit ~15 MB in fp16. Steps of such
+    # small networks cost kernel launches, not arithmetic, so the batches are large and CUDA graphs
+    # (compile) cut the launches; the adversarial term sharpens the decoder from step 6,000
     "gpu": Config(
         AutoencoderConfig(ae_channels=(64, 128, 128, 128), ae_blocks=1, ae_train_steps=24000,
                           ae_batch_size=256, ae_lr=1e-3, ae_warmup_steps=500, adv_weight=0.8,
                           adv_start_step=6000, adv_scale_every_steps=25, disc_width=64,
-                          cls_weight=0.1, center_weight=0.05),   # as on the H100 (0.03 / 0.01 untried)
+                          cls_weight=0.1, center_weight=0.05),
         DiffusionConfig(unet_widths=(320, 160), unet_blocks=2, emb_dim=128,
                         diffusion_train_steps=20000, diffusion_batch_size=1024, diffusion_lr=1e-3,
                         diffusion_warmup_steps=500, ema_halflife_steps=1000),
         RunConfig(checkpoint_every_steps=4000, log_every_steps=1000, compile=True),
     ),
 }
+
+_PART_CLASSES = {"ae": AutoencoderConfig, "diffusion": DiffusionConfig, "run": RunConfig}
+
+# Fields that weight files written by earlier versions carry. Sampling settings moved to SampleConfig;
+# the options that lost their ablations (docs/experiments.md) are accepted only at their "off" value.
+_RETIRED_ANY = {"run": ("sample_steps", "guidance", "figure_samples_per_class", "n_eval_latents",
+                        "compile_mode")}
+_RETIRED_OFF = {"ae": {"ssim_weight": 0.0, "ae_translate_px": 0}}
 
 
 def config_to_dict(config: Config) -> dict:
@@ -138,21 +133,28 @@ def config_to_dict(config: Config) -> dict:
 
 def config_from_dict(d: dict) -> Config:
     """Inverse of config_to_dict; unknown keys are an error, missing keys take defaults."""
+    if not isinstance(d, dict):
+        raise UserError(f"config must be a JSON object, got {type(d).__name__}")
     parts = {}
     for section, cls in _PART_CLASSES.items():
-        given = dict(d.get(section, {}))
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(given) - set(known)
+        given = dict(d.get(section) or {})
+        for name in _RETIRED_ANY.get(section, ()):
+            given.pop(name, None)
+        for name, off in _RETIRED_OFF.get(section, {}).items():
+            if name in given and given.pop(name) != off:
+                raise UserError(f"this model was trained with {name}, an option removed after commit "
+                                "9fb6fcb; use that commit to load it")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(given) - known
         if unknown:
             raise UserError(f"unknown config field(s) {sorted(unknown)} in section '{section}'")
         for name, value in given.items():
             if isinstance(value, list):
                 given[name] = tuple(value)
         parts[section] = cls(**given)
-    return Config(**parts)
-
-
-_PART_CLASSES = {"ae": AutoencoderConfig, "diffusion": DiffusionConfig, "run": RunConfig}
+    config = Config(**parts)
+    validate(config)
+    return config
 
 
 def all_fields() -> list[tuple[str, str, dataclasses.Field]]:
@@ -169,8 +171,7 @@ def override(config: Config, changes: dict[str, object]) -> Config:
         if name not in owner:
             raise UserError(f"unknown config field '{name}'")
         sections[owner[name]][name] = value
-    new = {s: dataclasses.replace(getattr(config, s), **c) for s, c in sections.items()}
-    config = Config(**new)
+    config = Config(**{s: dataclasses.replace(getattr(config, s), **c) for s, c in sections.items()})
     validate(config)
     return config
 
@@ -184,27 +185,27 @@ def validate(config: Config) -> None:
                 "n_steps": dif.n_steps, "unet_blocks": dif.unet_blocks, "emb_dim": dif.emb_dim,
                 "diffusion_train_steps": dif.diffusion_train_steps,
                 "diffusion_batch_size": dif.diffusion_batch_size,
-                "ema_halflife_steps": dif.ema_halflife_steps, "sample_steps": run.sample_steps,
+                "ema_halflife_steps": dif.ema_halflife_steps,
                 "log_every_steps": run.log_every_steps,
-                "checkpoint_every_steps": run.checkpoint_every_steps,
-                "figure_samples_per_class": run.figure_samples_per_class,
-                "n_eval_latents": run.n_eval_latents}
+                "checkpoint_every_steps": run.checkpoint_every_steps}
     for name, value in positive.items():
         if value <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    if len(ae.ae_channels) not in (3, 4) or min(ae.ae_channels) <= 0:
-        raise UserError("--ae-channels needs 4 positive widths (for 32, 16, 8 and 4 px) or 3 (16, 8, 4 px)")
+    if len(ae.ae_channels) != 4 or min(ae.ae_channels) <= 0:
+        raise UserError("--ae-channels needs 4 positive widths (for 32, 16, 8 and 4 px)")
     if not dif.unet_widths or min(dif.unet_widths) <= 0:
         raise UserError("--unet-widths needs at least one positive width")
-    if not 0 <= ae.ae_translate_px <= 8:
-        raise UserError(f"--ae-translate-px must be in 0..8, got {ae.ae_translate_px}")
-    if min(ae.l1_weight, ae.ssim_weight, ae.cls_weight, ae.center_weight) < 0:
-        raise UserError("--l1-weight, --ssim-weight, --cls-weight and --center-weight must be >= 0")
+    if min(ae.l1_weight, ae.cls_weight, ae.center_weight) < 0:
+        raise UserError("--l1-weight, --cls-weight and --center-weight must be >= 0")
     if ae.adv_weight < 0 or ae.disc_width <= 0 or ae.disc_width % 4:
         raise UserError("--adv-weight must be >= 0 and --disc-width a positive multiple of 4")
-    if run.compile_mode not in COMPILE_MODES:
-        raise UserError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {run.compile_mode!r}")
     if not 0.0 <= dif.label_dropout < 1.0:
         raise UserError(f"--label-dropout must be in [0, 1), got {dif.label_dropout}")
-    if run.sample_steps > dif.n_steps:
-        raise UserError(f"--sample-steps ({run.sample_steps}) exceeds --n-steps ({dif.n_steps})")
+
+
+def validate_sampling(sample: SampleConfig, n_steps: int) -> None:
+    """Reject sampler settings this model cannot run."""
+    if sample.sampler not in SAMPLERS:
+        raise UserError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {sample.sampler!r}")
+    if not 1 <= sample.steps <= n_steps:
+        raise UserError(f"--steps must be in 1..{n_steps} (the model's n_steps), got {sample.steps}")

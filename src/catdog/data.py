@@ -14,10 +14,10 @@ import tarfile
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from catdog.errors import UserError
 
@@ -186,18 +186,12 @@ def to_model_range(images) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
-def translate(x: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tensor:
-    """Shift each image of x (B, C, H, W) by shifts (B, 2) = (dy, dx) pixels, |dy|, |dx| <= pad,
-    filling the border by reflection: the random-translation augmentation of CIFAR training."""
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    h, w = x.shape[-2:]
-    rows = torch.arange(h, device=x.device) + pad - shifts[:, :1]          # (B, H) source rows
-    cols = torch.arange(w, device=x.device) + pad - shifts[:, 1:]          # (B, W) source columns
-    batch = torch.arange(len(x), device=x.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-
-
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """float x in [-1, 1], (N, 3, 32, 32) -> uint8 (N, 32, 32, 3), clamped."""
     x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def in_batches(fn: Callable, items, batch_size: int) -> list:
+    """[fn(items[i:i + batch_size]) for each batch]: bounded memory for any number of items."""
+    return [fn(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]

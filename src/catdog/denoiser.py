@@ -1,4 +1,4 @@
-"""The noise-prediction network for a flat latent: (z_t, t, y) -> v prediction.
+"""The denoising network for a flat latent: (z_t, t, y) -> v prediction (Salimans & Ho 2022).
 
 `ConditionalUNet` is a U-shaped residual MLP: an encoder path of residual blocks at decreasing
 widths, a middle, and a decoder path that concatenates each encoder activation back in (long skip
@@ -67,7 +67,7 @@ class ResidualBlock(nn.Module):
 
 
 class ConditionalUNet(nn.Module):
-    """(z_t (B, D), t (B,), y (B,)) -> prediction (B, D); U-shaped residual MLP with long skips."""
+    """(z_t (B, D), t (B,), y (B,)) -> v (B, D); U-shaped residual MLP with long skips."""
 
     def __init__(self, latent_dim: int, widths: tuple[int, ...] = (512, 256), blocks_per_level: int = 2,
                  emb_dim: int = 256):

@@ -27,7 +27,7 @@ def cosine_alpha_bar(n_steps: int, s: float = 0.008, max_beta: float = 0.999) ->
 
 
 class ConditionalDenoiseDiffusion(nn.Module):
-    """Wraps a ConditionalUNet with the noise schedule, the training loss and the x_0 prediction."""
+    """Wraps a ConditionalUNet with the noise schedule, the training loss and the denoised prediction."""
 
     def __init__(self, model: ConditionalUNet, n_steps: int = 1000, label_dropout: float = 0.1,
                  min_snr_gamma: float = 5.0):
@@ -70,7 +70,7 @@ class ConditionalDenoiseDiffusion(nn.Module):
         return per_example.mean()
 
     def denoise(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Predicted clean latent x_0 from z_t: x_0 = sqrt(ab) z_t - sqrt(1 - ab) v."""
+        """The predicted clean latent `denoised` from z_t: sqrt(ab) z_t - sqrt(1 - ab) v."""
         ab = self.alpha_bar[t][:, None]
         v = self.model(z_t, t, y).float()
         return ab.sqrt() * z_t - (1 - ab).sqrt() * v

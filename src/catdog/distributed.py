@@ -90,14 +90,13 @@ class LossForward(nn.Module):
         return self.model.loss(*args)
 
 
-def loss_module(model: nn.Module, world: World, compile: bool = False,
-                mode: str = "reduce-overhead") -> nn.Module:
-    """model.loss as a module: plain with one process, inside DDP with several; compiled on CUDA
-    if asked (never on the CPU, where it only costs start-up time)."""
+def loss_module(model: nn.Module, world: World, compile: bool = False) -> nn.Module:
+    """model.loss as a module: plain with one process, inside DDP with several; compiled with CUDA
+    graphs if asked (the config refuses compile off CUDA, where it only costs start-up time)."""
     wrapped: nn.Module = LossForward(model)
     on_cuda = next(model.parameters()).is_cuda
     if world.size > 1:
         wrapped = DistributedDataParallel(wrapped, device_ids=[world.local_rank] if on_cuda else None)
     if compile and on_cuda:
-        wrapped = torch.compile(wrapped, mode=mode)
+        wrapped = torch.compile(wrapped, mode="reduce-overhead")
     return wrapped

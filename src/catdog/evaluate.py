@@ -19,21 +19,21 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from catdog.config import config_to_dict
+from catdog.config import SampleConfig, config_to_dict, validate_sampling
 from catdog.data import CLASS_NAMES, cache_dir, check_images, create_cat_dog_dataset
 from catdog.errors import UserError
 from catdog.fid import (feature_stats, frechet_distance, inception_features, kernel_inception_distance,
                         load_inception, load_stats, save_stats)
 from catdog.judge import class_accuracy, load_judge
 from catdog.metrics import fit_probe, psnr_db
-from catdog.pipeline import load_autoencoder, load_diffusion, require_run
+from catdog.run_dir import load_run, run_latents, unmirrored
 from catdog.sample import generate_images
-from catdog.train import encode_images, reconstruct_images
 
 REF_SPLITS = ("all", "cat", "dog")
 
@@ -108,60 +108,59 @@ def score_samples(images: np.ndarray, labels: np.ndarray, judge, fid: FidScorer 
     return result
 
 
-def evaluate_run(run_dir: Path, n: int, steps: int, guidance: float, seed: int = 0, data=None,
+def evaluate_run(run_dir: Path, n: int, sample: SampleConfig = SampleConfig(), data=None,
                  ref_stats: Path | None = None, inception: Path | None = None, judge_path: Path | None = None,
                  device: torch.device = torch.device("cpu"), sweep_guidance=(), sweep_steps=(),
                  skip_fid: bool = False) -> dict:
     """All metrics of a trained run; written to run_dir/eval.json and returned. A run with only an
     autoencoder (`catdog train-ae`) gets the autoencoder's metrics alone."""
-    paths = require_run(run_dir, "autoencoder")
     start = time.perf_counter()
-    autoencoder, config = load_autoencoder(paths.root, device)
-    diffusion = load_diffusion(paths.root, device)[0] if paths.diffusion.is_file() else None
-    if diffusion is not None and not 1 <= steps <= diffusion.n_steps:
-        raise UserError(f"--steps must be in 1..{diffusion.n_steps} (the model's n_steps), got {steps}")
+    run = load_run(run_dir, device, need_diffusion=False)
+    autoencoder, diffusion = run.autoencoder, run.diffusion
+    settings = [("main", sample)]
+    settings += [("sweep_guidance", replace(sample, guidance=float(g))) for g in sweep_guidance]
+    settings += [("sweep_steps", replace(sample, steps=int(s))) for s in sweep_steps]
+    if diffusion is None:                                        # an autoencoder-only run
+        settings = []
+    for _, setting in settings:                                  # refuse before any work
+        validate_sampling(setting, diffusion.n_steps)
     judge = load_judge(judge_path)
     fid = None if skip_fid else FidScorer(data, ref_stats, inception, device)
     test_images, test_labels = create_cat_dog_dataset("test", data)
-    train_images, train_labels = create_cat_dog_dataset("train", data)
+    train_images = create_cat_dog_dataset("train", data)[0]
 
     # 1. autoencoder: reconstructions, their PSNR / FID / judge accuracy, and the latent probe
-    test_latents = encode_images(autoencoder, test_images, device)
-    train_latents = encode_images(autoencoder, train_images, device)
-    recon = reconstruct_images(autoencoder, test_images, device)
+    latents = run_latents(run, data)
+    train_latents, train_labels = unmirrored(latents, run.config.ae.hflip)
+    recon = autoencoder.reconstruct_images(test_images)
     seen = train_images[:len(test_images)]                       # as many training images, for the gap
-    probe = fit_probe(train_latents.numpy(), train_labels)
+    probe = fit_probe(train_latents.numpy(), train_labels.numpy())
     result = {
-        "run_dir": str(paths.root), "steps": steps, "guidance": guidance, "seed": seed,
+        "run_dir": str(run.paths.root), "sampler": sample.sampler, "steps": sample.steps,
+        "guidance": sample.guidance, "seed": sample.seed,
         "recon_psnr": psnr_db(test_images, recon),
-        "recon_psnr_train": psnr_db(seen, reconstruct_images(autoencoder, seen, device)),
+        "recon_psnr_train": psnr_db(seen, autoencoder.reconstruct_images(seen)),
         "recon_fid": None if fid is None else frechet_distance(
             *feature_stats(fid.features(recon, "reconstructions")), *feature_stats(fid.test_features)),
-        "probe_acc": float(probe.score(test_latents.numpy(), test_labels)),
+        "probe_acc": float(probe.score(latents["test_latents"].numpy(), latents["test_labels"].numpy())),
         "class_fidelity_real_test": class_accuracy(judge, test_images, test_labels),
         "class_fidelity_recon": class_accuracy(judge, recon, test_labels),
     }
 
     # 2. samples (half cats, half dogs) at the main setting, then at each sweep setting
     labels = np.arange(n) % 2
-    settings = [("main", guidance, steps)]
-    settings += [("sweep_guidance", float(g), steps) for g in sweep_guidance]
-    settings += [("sweep_steps", guidance, int(s)) for s in sweep_steps]
-    if diffusion is None:                                        # an autoencoder-only run
-        settings = []
-    for key, g, s in settings:
-        if not 1 <= s <= diffusion.n_steps:
-            raise UserError(f"--sweep-steps {s}: must be in 1..{diffusion.n_steps}")
-        images, latents = generate_images(autoencoder, diffusion, labels, seed, s, g, return_latents=True)
+    for key, s in settings:
+        images, sampled = generate_images(autoencoder, diffusion, labels, s.seed, s.steps, s.guidance,
+                                          return_latents=True, sampler=s.sampler)
         row = {**score_samples(images, labels, judge, fid),
-               "latent_class_fidelity": float((probe.predict(latents) == labels).mean())}
+               "latent_class_fidelity": float((probe.predict(sampled) == labels).mean())}
         if key == "main":
             result.update(row)
         else:
-            result.setdefault(key, []).append({"guidance": g, "steps": s, **row})
+            result.setdefault(key, []).append({"guidance": s.guidance, "steps": s.steps, **row})
     result["seconds"] = round(time.perf_counter() - start, 1)
-    result["config"] = config_to_dict(config)
-    (paths.root / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    result["config"] = config_to_dict(run.config)
+    run.paths.eval.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

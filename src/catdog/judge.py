@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from catdog.data import in_batches
 from catdog.errors import UserError
 
 RESNET_SHA256_PREFIX = "12fca82f"
@@ -90,12 +91,14 @@ def load_judge(path: str | os.PathLike | None = None) -> ResNet20:
 @torch.no_grad()
 def judge_dog_probability(judge: ResNet20, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """P(dog | cat or dog) for uint8 images (N, 32, 32, 3), from the cat and dog logits."""
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = torch.as_tensor(images[i:i + batch_size]).permute(0, 3, 1, 2).float() / 255
-        logits = judge(((x - MEAN) / STD).to(next(judge.parameters()).device))
-        out.append(torch.softmax(logits[:, [CIFAR_CAT, CIFAR_DOG]], dim=1)[:, 1].cpu().numpy())
-    return np.concatenate(out)
+    device = next(judge.parameters()).device
+
+    def dog_probability(batch: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(batch).permute(0, 3, 1, 2).float() / 255     # [0, 1], as the judge was trained
+        logits = judge(((x - MEAN) / STD).to(device))
+        return torch.softmax(logits[:, [CIFAR_CAT, CIFAR_DOG]], dim=1)[:, 1].cpu().numpy()
+
+    return np.concatenate(in_batches(dog_probability, images, batch_size))
 
 
 def class_accuracy(judge: ResNet20, images: np.ndarray, labels: np.ndarray) -> float:

@@ -1,10 +1,11 @@
-"""Samplers: plain functions of a `denoise(z_t, t) -> x_0` callable, a schedule and a seed.
+"""Samplers: plain functions of a `denoise(z_t, t) -> denoised` callable, a schedule and a seed.
 
 Guidance is a wrapper around the network, not a sampler flag (as in EDM2 / k-diffusion):
-`guided_denoiser` returns denoise(z_t, t) = uncond + w * (cond - uncond), applied to the x_0
+`guided_denoiser` returns denoise(z_t, t) = uncond + w * (cond - uncond), applied to the denoised
 prediction (equivalent to guiding the noise prediction, since both are affine in it at fixed z_t).
 - `ddpm_sample`: the ancestral chain over all n_steps (DDPM Algorithm 2, posterior of eq. 6-7).
 - `ddim_sample`: deterministic DDIM (Song et al. 2021, eq. 12 with eta = 0) on `steps` evenly spaced t.
+The caller chooses one explicitly (`SampleConfig.sampler`).
 Both return the final z and, on request, the trajectory of z_t after every step.
 """
 
@@ -23,7 +24,7 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def guided_denoiser(diffusion: ConditionalDenoiseDiffusion, y: torch.Tensor, guidance: float) -> Denoiser:
-    """Classifier-free guidance: x_0 = uncond + w (cond - uncond); w = 1 is the plain conditional."""
+    """Classifier-free guidance: denoised = uncond + w (cond - uncond); w = 1 is the plain conditional."""
 
     def denoise(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if guidance == 1.0:
@@ -51,9 +52,10 @@ def ddpm_sample(denoise: Denoiser, alpha_bar: torch.Tensor, shape: tuple[int, in
         ab_t = alpha_bar[t]
         ab_prev = alpha_bar[t - 1] if t > 0 else torch.ones_like(ab_t)
         beta_t = 1 - ab_t / ab_prev
-        x0 = denoise(z, torch.full((shape[0],), t, device=z.device, dtype=torch.long))
-        # posterior q(z_{t-1} | z_t, x_0): DDPM eq. 7
-        mean = (ab_prev.sqrt() * beta_t / (1 - ab_t)) * x0 + ((1 - beta_t).sqrt() * (1 - ab_prev) / (1 - ab_t)) * z
+        denoised = denoise(z, torch.full((shape[0],), t, device=z.device, dtype=torch.long))
+        # posterior q(z_{t-1} | z_t, z_0 = denoised): DDPM eq. 7
+        mean = ((ab_prev.sqrt() * beta_t / (1 - ab_t)) * denoised
+                + ((1 - beta_t).sqrt() * (1 - ab_prev) / (1 - ab_t)) * z)
         if t > 0:
             var = beta_t * (1 - ab_prev) / (1 - ab_t)
             z = mean + var.sqrt() * torch.randn(shape, generator=generator).to(z.device)
@@ -81,35 +83,29 @@ def ddim_sample(denoise: Denoiser, alpha_bar: torch.Tensor, shape: tuple[int, in
     for i, t in enumerate(ts):
         ab_t = alpha_bar[t]
         ab_next = alpha_bar[ts[i + 1]] if i + 1 < len(ts) else torch.ones_like(ab_t)  # last: clean
-        x0 = denoise(z, torch.full((shape[0],), t, device=z.device, dtype=torch.long))
-        eps = (z - ab_t.sqrt() * x0) / (1 - ab_t).sqrt()
-        z = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps           # DDIM eq. 12, eta = 0
+        denoised = denoise(z, torch.full((shape[0],), t, device=z.device, dtype=torch.long))
+        eps = (z - ab_t.sqrt() * denoised) / (1 - ab_t).sqrt()
+        z = ab_next.sqrt() * denoised + (1 - ab_next).sqrt() * eps     # DDIM eq. 12, eta = 0
         trajectory.append(z)
     return (z, torch.stack(trajectory)) if return_trajectory else z
 
 
 def sample_latents(diffusion: ConditionalDenoiseDiffusion, y: torch.Tensor, seed: int, steps: int,
-                   guidance: float, return_trajectory: bool = False):
-    """Standardised latents z (B, D) for classes y (B,): DDIM with `steps`, or DDPM if steps == n_steps."""
+                   guidance: float, return_trajectory: bool = False, sampler: str = "ddim"):
+    """Standardised latents z (B, D) for classes y (B,): DDIM in `steps` steps, or the full DDPM chain."""
     generator = torch.Generator().manual_seed(seed)
     denoise = guided_denoiser(diffusion, y, guidance)
     shape = (len(y), diffusion.model.output.out_features)
-    if steps == diffusion.n_steps:
+    if sampler == "ddpm":
         return ddpm_sample(denoise, diffusion.alpha_bar, shape, generator, return_trajectory)
+    if sampler != "ddim":
+        raise ValueError(f"unknown sampler {sampler!r}")
     return ddim_sample(denoise, diffusion.alpha_bar, shape, generator, steps, return_trajectory)
 
 
-@torch.no_grad()
-def decode_latents(autoencoder, z: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Standardised latents z (N, D) -> images x (N, 3, 32, 32) clamped to [-1, 1], on z's device."""
-    out = [autoencoder.decode(autoencoder.denormalize(z[i:i + batch_size])).clamp(-1, 1)
-           for i in range(0, len(z), batch_size)]
-    return torch.cat(out)
-
-
-def generate_images(autoencoder, diffusion: ConditionalDenoiseDiffusion, labels, seed: int, steps: int,
-                    guidance: float, batch_size: int = 1000, progress: bool = False,
-                    return_latents: bool = False):
+def generate_images(autoencoder, diffusion: ConditionalDenoiseDiffusion, labels, seed: int = 0, steps: int = 50,
+                    guidance: float = 6.0, batch_size: int = 1000, progress: bool = False,
+                    return_latents: bool = False, sampler: str = "ddim"):
     """uint8 images (N, 32, 32, 3) for class labels (N,) [and their raw latents (N, D)].
 
     Batch i of `batch_size` is seeded with seed + i, so a run is reproducible.
@@ -120,8 +116,8 @@ def generate_images(autoencoder, diffusion: ConditionalDenoiseDiffusion, labels,
     starts = range(0, len(labels), batch_size)
     for i, start in enumerate(tqdm(starts, desc="sampling", disable=None if progress else True)):
         y = labels[start:start + batch_size].to(device)
-        z = sample_latents(diffusion, y, seed + i, steps, guidance)
-        images.append(to_uint8(decode_latents(autoencoder, z)))
+        z = sample_latents(diffusion, y, seed + i, steps, guidance, sampler=sampler)
+        images.append(to_uint8(autoencoder.decode_latents(z)))
         latents.append(autoencoder.denormalize(z).cpu().numpy())
     images = np.concatenate(images)
     return (images, np.concatenate(latents)) if return_latents else images

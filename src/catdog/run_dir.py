@@ -1,0 +1,180 @@
+"""A run folder: where each artifact lives, how to load a trained run, and its cached latents.
+
+Everything that only reads a run (sample, figures, evaluate, export) depends on this module, never
+on training. The files:
+
+    config.json                resolved config of the last training command
+    autoencoder.safetensors    AE weights + latent mean/std, config in metadata
+    latents.safetensors        raw train latents (+ mirrored copies) and test latents, with labels,
+                               naming the autoencoder file they were encoded with
+    diffusion.safetensors      EMA diffusion weights, config in metadata, names its AE file
+    ae_state.pt / diffusion_state.pt   training state while a stage is unfinished
+    metrics.jsonl              one line per logging interval
+    eval.json                  what `catdog evaluate` measured
+    figures/                   see figures.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from catdog.autoencoder import SimpleAutoencoder
+from catdog.checkpoint import load_into, load_weights, save_weights
+from catdog.config import Config, config_from_dict
+from catdog.data import create_cat_dog_dataset
+from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
+from catdog.errors import UserError
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path: return self.root / "config.json"
+    @property
+    def autoencoder(self) -> Path: return self.root / "autoencoder.safetensors"
+    @property
+    def ae_state(self) -> Path: return self.root / "ae_state.pt"
+    @property
+    def latents(self) -> Path: return self.root / "latents.safetensors"
+    @property
+    def diffusion(self) -> Path: return self.root / "diffusion.safetensors"
+    @property
+    def diffusion_state(self) -> Path: return self.root / "diffusion_state.pt"
+    @property
+    def metrics(self) -> Path: return self.root / "metrics.jsonl"
+    @property
+    def eval(self) -> Path: return self.root / "eval.json"
+    @property
+    def figures(self) -> Path: return self.root / "figures"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A trained run: its autoencoder, its diffusion model (None before that stage) and config."""
+    paths: RunPaths
+    autoencoder: SimpleAutoencoder
+    diffusion: ConditionalDenoiseDiffusion | None
+    config: Config
+
+
+def file_digest(path: Path) -> str:
+    """First 16 hex digits of a file's sha256 (names the AE a latent cache / diffusion came from)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def require_run(run_dir: Path, *files: str) -> RunPaths:
+    """RunPaths of an existing run folder holding the named artifacts, else a UserError."""
+    paths = RunPaths(Path(run_dir))
+    if not paths.root.is_dir():
+        raise UserError(f"--run-dir {paths.root}: no such run folder (train one with `catdog run`)")
+    for name in files:
+        if not getattr(paths, name).is_file():
+            raise UserError(f"{getattr(paths, name)}: missing; train it first with `catdog run "
+                            f"--run-dir {paths.root}`")
+    return paths
+
+
+def load_autoencoder(run_dir: Path, device: torch.device = torch.device("cpu")
+                     ) -> tuple[SimpleAutoencoder, Config]:
+    """The trained autoencoder of a run folder and the config it was trained with."""
+    path = RunPaths(Path(run_dir)).autoencoder
+    tensors, config_dict, _ = load_weights(path)
+    config = _config_of(path, config_dict)
+    model = SimpleAutoencoder(config.ae)
+    load_into(model, {k: v.float() for k, v in tensors.items()}, path)
+    return model.to(device).eval(), config
+
+
+def load_diffusion(run_dir: Path, device: torch.device = torch.device("cpu")
+                   ) -> tuple[ConditionalDenoiseDiffusion, Config]:
+    """The trained (EMA) diffusion model of a run folder and its config."""
+    path = RunPaths(Path(run_dir)).diffusion
+    tensors, config_dict, _ = load_weights(path)
+    config = _config_of(path, config_dict)
+    diffusion = build_diffusion(config.ae.latent_dim, config.diffusion)
+    load_into(diffusion, {k: v.float() for k, v in tensors.items()}, path)
+    return diffusion.to(device).eval(), config
+
+
+def _config_of(path: Path, config_dict: dict) -> Config:
+    try:
+        return config_from_dict(config_dict)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+
+
+def load_run(run_dir: Path, device: torch.device = torch.device("cpu"), need_diffusion: bool = True) -> Run:
+    """Load a trained run folder; without `need_diffusion`, an autoencoder-only run loads too."""
+    paths = require_run(run_dir, "autoencoder", *(("diffusion",) if need_diffusion else ()))
+    autoencoder, config = load_autoencoder(paths.root, device)
+    diffusion = load_diffusion(paths.root, device)[0] if paths.diffusion.is_file() else None
+    return Run(paths, autoencoder, diffusion, config)
+
+
+# --- cached latents -------------------------------------------------------------------------
+def encode_dataset(autoencoder: SimpleAutoencoder, data, hflip: bool) -> dict[str, torch.Tensor]:
+    """Raw latents of the train images (then their mirrors, if hflip) and of the test images."""
+    train_images, train_labels = create_cat_dog_dataset("train", data)
+    test_images, test_labels = create_cat_dog_dataset("test", data)
+    train = [autoencoder.encode_images(train_images)]
+    if hflip:
+        train.append(autoencoder.encode_images(train_images, flip=True))
+    return {
+        "train_latents": torch.cat(train),
+        "train_labels": torch.as_tensor(train_labels).repeat(len(train)),
+        "test_latents": autoencoder.encode_images(test_images),
+        "test_labels": torch.as_tensor(test_labels),
+    }
+
+
+def read_latents(paths: RunPaths) -> dict[str, torch.Tensor] | None:
+    """The run's latent cache if it was encoded with the run's current autoencoder, else None."""
+    if not paths.latents.is_file():
+        return None
+    tensors, _, meta = load_weights(paths.latents)
+    return tensors if meta.get("autoencoder_sha256") == file_digest(paths.autoencoder) else None
+
+
+def write_latents(paths: RunPaths, latents: dict[str, torch.Tensor]) -> None:
+    save_weights(paths.latents, latents, {}, autoencoder_sha256=file_digest(paths.autoencoder))
+
+
+def run_latents(run: Run, data=None) -> dict[str, torch.Tensor]:
+    """The run's latents: the cache if fresh, else encoded now in memory (readers never write it)."""
+    return read_latents(run.paths) or encode_dataset(run.autoencoder, data, run.config.ae.hflip)
+
+
+def unmirrored(latents: dict[str, torch.Tensor], hflip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training latents and labels of the images as they are (the mirrored copies come after)."""
+    n = len(latents["train_latents"]) // (2 if hflip else 1)
+    return latents["train_latents"][:n], latents["train_labels"][:n]
+
+
+# --- export ---------------------------------------------------------------------------------
+def export_run(run_dir: Path, out_dir: Path, fp16: bool = True) -> list[Path]:
+    """A slim copy of a trained run for sampling and evaluation: both weight files (optionally
+    fp16), config, metrics log and eval.json; no training state, latent cache or figures."""
+    src, dst = require_run(run_dir, "autoencoder", "diffusion"), RunPaths(Path(out_dir))
+    dst.root.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("autoencoder", "diffusion"):
+        tensors, config, meta = load_weights(getattr(src, name))
+        if fp16:
+            tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        extra = {k: v for k, v in meta.items() if k not in ("config", "format_version")}
+        save_weights(getattr(dst, name), tensors, config, **extra, exported_from=str(src.root),
+                     dtype="float16" if fp16 else "float32")
+        written.append(getattr(dst, name))
+    for path in (src.metrics, src.eval):
+        if path.is_file():
+            (dst.root / path.name).write_bytes(path.read_bytes())
+            written.append(dst.root / path.name)
+    dst.config.write_text(json.dumps(config, indent=2) + "\n")
+    return written + [dst.config]

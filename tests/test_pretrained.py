@@ -1,0 +1,44 @@
+"""The shipped pretrained/ folder: it loads, and samples the same images as before every refactor.
+Oracle: pixels of a fixed-seed sample recorded from the code that trained and exported the model
+(commit 9fb6fcb). Run: pytest tests/test_pretrained.py"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catdog.checkpoint import load_weights
+from catdog.config import SampleConfig, config_from_dict, config_to_dict
+from catdog.errors import UserError
+from catdog.run_dir import load_run
+from catdog.sample import generate_images
+
+PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
+# (image, row, column) -> RGB of generate_images(labels=[1] * 8 + [0] * 8, seed 0, DDIM 50, guidance 6)
+PINNED = {(0, 0, 0): [88, 91, 89], (0, 16, 16): [185, 111, 52], (3, 8, 24): [134, 111, 75],
+          (7, 31, 31): [171, 173, 176], (8, 0, 31): [139, 145, 146], (11, 20, 5): [155, 133, 115],
+          (15, 16, 16): [225, 222, 226], (15, 31, 0): [153, 163, 159]}
+
+
+def test_pretrained_samples_the_pinned_pixels():
+    """Bit-identical on the machine that pinned them; +-1 allows another CPU's float rounding."""
+    run = load_run(PRETRAINED)
+    d = SampleConfig()
+    assert (d.sampler, d.steps, d.guidance, d.seed) == ("ddim", 50, 6.0, 0)   # the defaults pinned here
+    images = generate_images(run.autoencoder, run.diffusion, [1] * 8 + [0] * 8, d.seed, d.steps, d.guidance)
+    for (i, r, c), rgb in PINNED.items():
+        np.testing.assert_allclose(images[i, r, c].astype(int), rgb, atol=1, rtol=0, err_msg=str((i, r, c)))
+
+
+def test_weight_files_of_earlier_versions_load_and_retired_options_are_refused():
+    """pretrained/ was written before sampling settings left the config: those keys are dropped.
+    A retired option at its 'off' value loads; at any other value the file is refused by name."""
+    _, stored, _ = load_weights(PRETRAINED / "diffusion.safetensors")
+    assert "guidance" in stored["run"]                               # written by the earlier version
+    config = config_from_dict(stored)
+    assert "guidance" not in config_to_dict(config)["run"]
+    assert config_from_dict({**stored, "ae": {**stored["ae"], "ssim_weight": 0.0, "ae_translate_px": 0}}) == config
+    with pytest.raises(UserError, match="ssim_weight"):
+        config_from_dict({**stored, "ae": {**stored["ae"], "ssim_weight": 0.1}})
+    with pytest.raises(UserError, match="unknown config field"):
+        config_from_dict({**stored, "ae": {**stored["ae"], "no_such_field": 1}})
