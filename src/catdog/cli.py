@@ -7,6 +7,7 @@
     catdog visualize        rewrite the figures of a trained run
     catdog evaluate         FID / KID / class fidelity / reconstruction metrics -> eval.json
     catdog export           a slim (fp16) copy of a trained run, e.g. for pretrained/
+    catdog demo             a local web page on a trained run (pretrained/ by default)
 
 User errors print one line on stderr and exit with status 2; no traceback.
 """
@@ -31,6 +32,7 @@ examples:
   catdog sample --run-dir pretrained --class cat --sampler ddpm --out cats.png   # all n_steps, ancestral
   catdog visualize --run-dir runs/cpu
   catdog evaluate --run-dir runs/cpu --n 2000
+  catdog demo                                 # the page on pretrained/, at http://127.0.0.1:7860/
 """
 
 
@@ -103,7 +105,7 @@ def resolve_config(args) -> tuple[Config, str]:
     return override(PRESETS[preset], changes), preset
 
 
-COMMANDS_WITH_HELP = ("", "run", "sample", "visualize", "evaluate", "export")
+COMMANDS_WITH_HELP = ("", "run", "sample", "visualize", "evaluate", "export", "demo")
 
 
 def help_text() -> str:
@@ -147,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="destination folder, e.g. pretrained")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16)")
+
+    p = sub.add_parser("demo", help="a local web page to make, watch and probe samples",
+                       formatter_class=DefaultsFormatter)
+    p.add_argument("--run-dir", type=Path, default=Path("pretrained"), help="trained run folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (another host exposes the page)")
+    p.add_argument("--port", type=int, default=7860, help="port (0 picks a free one)")
+    p.add_argument("--data", default=None, help="as for run (the training images for 'is it copying?')")
+    p.add_argument("--device", default=None)
 
     p = sub.add_parser("evaluate", help="FID, KID, class fidelity and AE metrics -> RUN_DIR/eval.json",
                        formatter_class=DefaultsFormatter, epilog=EXAMPLES)
@@ -270,6 +280,28 @@ def cmd_visualize(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    import threading
+
+    from catdog.demo import Demo
+    from catdog.device import pick_device
+    from catdog.server import DemoServer
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be in 0..65535, got {args.port}")
+    demo = Demo(args.run_dir, pick_device(args.device), args.data)
+    try:
+        server = DemoServer(demo, args.host, args.port)
+    except OSError as e:
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e})") from None
+    threading.Thread(target=demo.train_latents, daemon=True).start()     # for 'is it copying?'
+    print(f"catdog demo on {args.run_dir}: open {server.url} (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -278,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                               "train-diffusion": ("diffusion", False)}[args.command]
             return cmd_train(args, until, figures)
         commands = {"sample": cmd_sample, "visualize": cmd_visualize, "evaluate": cmd_evaluate,
-                    "export": cmd_export}
+                    "export": cmd_export, "demo": cmd_demo}
         return commands[args.command](args)
     except UserError as e:
         print(f"catdog: error: {e}", file=sys.stderr)

@@ -37,6 +37,19 @@ def guided_denoiser(diffusion: ConditionalDenoiseDiffusion, y: torch.Tensor, gui
     return denoise
 
 
+def class_mix_denoiser(diffusion: ConditionalDenoiseDiffusion, dog_share: float, guidance: float) -> Denoiser:
+    """Guidance towards a blend of the classes: cond = (1 - a) cond(cat) + a cond(dog), a = dog_share;
+    a = 0 / 1 is `guided_denoiser` for cat / dog. Sweeping a at a fixed seed shows what the model
+    changes to turn a cat into a dog."""
+
+    def denoise(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        classes = torch.arange(NULL_CLASS + 1, device=z_t.device).repeat_interleave(len(z_t))  # cat, dog, null
+        cat, dog, uncond = diffusion.denoise(z_t.repeat(3, 1), t.repeat(3), classes).chunk(3)
+        return uncond + guidance * ((1 - dog_share) * cat + dog_share * dog - uncond)
+
+    return denoise
+
+
 def _start(shape, alpha_bar, generator) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(alpha_bar.device)
 

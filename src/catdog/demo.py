@@ -1,0 +1,171 @@
+"""What the demo page does with a trained run, without any web code: make a grid, replay one sample's
+real reverse process, morph a cat into a dog at one seed, reconstruct an uploaded picture, and find
+the training images nearest to a sample (is it copying?).
+
+Every operation is a plain function of a loaded run and explicit settings, so the same seed and
+settings give the same images as `catdog sample`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from catdog.config import SampleConfig, validate_sampling
+from catdog.data import CLASS_NAMES, create_cat_dog_dataset, to_model_range, to_uint8
+from catdog.errors import UserError
+from catdog.figures import frame_labels, trajectory
+from catdog.run_dir import load_run, read_latents, unmirrored
+from catdog.sample import ddim_sample, class_mix_denoiser, ddpm_sample, generate_images
+
+MAX_IMAGES = 64
+MAX_UPLOAD_BYTES = 10 * 2**20
+MAX_UPLOAD_PIXELS = 40_000_000           # 10000 x 10000 is refused before it is decoded
+MIN_UPLOAD_SIDE = 8
+UPLOAD_FORMATS = ("PNG", "JPEG")
+MAX_GUIDANCE = 20.0
+MORPH_FRAMES = 9
+
+
+@dataclass
+class Neighbour:
+    index: int                            # into the training images
+    label: int
+    distance: float
+
+
+class Demo:
+    """A loaded run and the training images, with one method per thing the page offers."""
+
+    def __init__(self, run_dir, device: torch.device = torch.device("cpu"), data=None):
+        self.run = load_run(run_dir, device)
+        self.data, self.device = data, device
+        self.train_images, self.train_labels = create_cat_dog_dataset("train", data)
+        self._train_latents: torch.Tensor | None = None
+        self._latents_lock = threading.Lock()
+        path = self.run.paths.eval
+        self.measured = json.loads(path.read_text()) if path.is_file() else None
+
+    def info(self) -> dict:
+        """Which model is loaded and what `catdog evaluate` measured for it."""
+        info = {"run_dir": str(self.run.paths.root), "n_steps": self.run.diffusion.n_steps,
+                "defaults": SampleConfig().__dict__, "max_images": MAX_IMAGES}
+        if self.measured:
+            info["measured"] = {k: self.measured.get(k) for k in ("n_samples", "fid", "kid", "class_fidelity",
+                                                                   "recon_fid", "guidance", "steps")}
+        return info
+
+    def check(self, sample: SampleConfig) -> SampleConfig:
+        validate_sampling(sample, self.run.diffusion.n_steps)
+        if not 0 <= sample.guidance <= MAX_GUIDANCE:
+            raise UserError(f"guidance must be in 0..{MAX_GUIDANCE:g}, got {sample.guidance}")
+        if not 0 <= sample.seed < 2**63:
+            raise UserError(f"seed must be in 0..2^63-1, got {sample.seed}")
+        return sample
+
+    def generate(self, class_id: int, n: int, sample: SampleConfig) -> np.ndarray:
+        """uint8 (n, 32, 32, 3): exactly what `catdog sample` writes for these settings."""
+        if not 1 <= n <= MAX_IMAGES:
+            raise UserError(f"number of images must be in 1..{MAX_IMAGES}, got {n}")
+        self.check(sample)
+        return generate_images(self.run.autoencoder, self.run.diffusion, np.full(n, class_id), sample.seed,
+                               sample.steps, sample.guidance, sampler=sample.sampler)
+
+    def denoising(self, class_id: int, sample: SampleConfig) -> tuple[np.ndarray, list[str]]:
+        """The real reverse trajectory of one sample, decoded after every step (as the figures do)."""
+        self.check(sample)
+        _, frames = trajectory(self.run.autoencoder, self.run.diffusion, class_id, sample.seed, sample)
+        return frames, frame_labels(len(frames) - 1)
+
+    def morph(self, sample: SampleConfig, frames: int = MORPH_FRAMES) -> tuple[np.ndarray, list[float]]:
+        """One starting noise, guided from all-cat to all-dog: uint8 (frames, 32, 32, 3) and the dog shares."""
+        self.check(sample)
+        diffusion, shares = self.run.diffusion, np.linspace(0, 1, frames).tolist()
+        shape = (1, diffusion.model.output.out_features)
+        z = []
+        for share in shares:
+            denoise = class_mix_denoiser(diffusion, share, sample.guidance)
+            generator = torch.Generator().manual_seed(sample.seed)
+            z.append(ddpm_sample(denoise, diffusion.alpha_bar, shape, generator) if sample.sampler == "ddpm"
+                     else ddim_sample(denoise, diffusion.alpha_bar, shape, generator, sample.steps))
+        return to_uint8(self.run.autoencoder.decode_latents(torch.cat(z))), shares
+
+    def reconstruct(self, upload: bytes) -> tuple[np.ndarray, np.ndarray, float]:
+        """An uploaded PNG/JPEG -> (its 32x32 centre crop, the reconstruction, P(dog) of the latent classifier)."""
+        image = read_upload(upload)
+        autoencoder = self.run.autoencoder
+        with torch.no_grad():
+            latent = autoencoder.encode(to_model_range(image[None]).to(self.device))
+            p_dog = torch.softmax(autoencoder.classifier(latent), dim=1)[0, CLASS_NAMES.index("dog")]
+            recon = to_uint8(autoencoder.decode(latent))[0]
+        return image, recon, float(p_dog)
+
+    def nearest(self, image: np.ndarray, k: int = 3) -> dict[str, list[Neighbour]]:
+        """The k training images nearest to a uint8 image (32, 32, 3): by pixel distance (RMS over the
+        uint8 values) and by latent distance (Euclidean, between the autoencoder's raw latents)."""
+        if image.shape != (32, 32, 3) or image.dtype != np.uint8:
+            raise UserError("the image to compare must be 32x32 RGB")
+        pixel = np.sqrt(((self.train_images.reshape(len(self.train_images), -1).astype(np.float32)
+                          - image.reshape(1, -1).astype(np.float32)) ** 2).mean(1))
+        latent = self.run.autoencoder.encode_images(image[None])
+        latent_dist = (self.train_latents() - latent).norm(dim=1).numpy()
+        return {"pixel": self._top(pixel, k), "latent": self._top(latent_dist, k)}
+
+    def train_latents(self) -> torch.Tensor:
+        """Raw latents of the (unmirrored) training images: the run's cache, or encoded once (about
+        20 s for pretrained/ on 2 cores, so `catdog demo` starts it in the background)."""
+        with self._latents_lock:
+            if self._train_latents is None:
+                cached = read_latents(self.run.paths)
+                self._train_latents = (unmirrored(cached, self.run.config.ae.hflip)[0] if cached is not None
+                                       else self.run.autoencoder.encode_images(self.train_images))
+        return self._train_latents
+
+    def _top(self, distances: np.ndarray, k: int) -> list[Neighbour]:
+        order = np.argsort(distances, kind="stable")[:k]
+        return [Neighbour(int(i), int(self.train_labels[i]), float(distances[i])) for i in order]
+
+
+def read_upload(upload: bytes) -> np.ndarray:
+    """A PNG or JPEG of any size -> uint8 (32, 32, 3): centre-cropped to a square, then resized.
+    Anything else is a UserError that says what was wrong."""
+    if len(upload) > MAX_UPLOAD_BYTES:
+        raise UserError(f"the file is {len(upload) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+    if not upload:
+        raise UserError("the file is empty")
+    try:
+        with warnings.catch_warnings():                          # the size is checked below, by our limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(upload))
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise UserError("not an image: upload a PNG or JPEG") from None
+    if image.format not in UPLOAD_FORMATS:
+        raise UserError(f"{image.format} images are not accepted: upload a PNG or JPEG")
+    w, h = image.size
+    if w * h > MAX_UPLOAD_PIXELS:
+        raise UserError(f"the image is {w}x{h} pixels; the limit is {MAX_UPLOAD_PIXELS // 10**6} megapixels")
+    if min(w, h) < MIN_UPLOAD_SIDE:
+        raise UserError(f"the image is {w}x{h} pixels; it needs at least {MIN_UPLOAD_SIDE} on each side")
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError):
+        raise UserError("the image is truncated or corrupt") from None
+    side = min(w, h)
+    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    square = image.convert("RGB").crop(box)
+    return np.array(square.resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=2.0), dtype=np.uint8)
+
+
+def timed(fn, *args, **kwargs):
+    """(fn's result, seconds it took)."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
