@@ -26,7 +26,7 @@ SAMPLE = SampleConfig(steps=5)
 
 
 def test_every_figure_is_written_and_decodes(figures, tiny_run):
-    expected = {"reconstructions.png", "latent_tsne.png", "samples.png", "denoising_cat.gif",
+    expected = {"reconstructions.png", "latent_tsne.png", "samples.png", "nearest_training.png", "denoising_cat.gif",
                 "denoising_dog.gif", "denoising_path_cat.png", "denoising_path_dog.png", "training_curves.png"}
     assert expected == set(figures)
     for path in figures.values():

@@ -198,8 +198,12 @@ class SimpleAutoencoder(nn.Module):
         return torch.cat(in_batches(lambda zb: self.decode(self.denormalize(zb)).clamp(-1, 1), z, batch_size))
 
     @torch.no_grad()
+    def reconstruct_x(self, images: np.ndarray, batch_size: int = 500) -> torch.Tensor:
+        """x_hat (N, 3, 32, 32), float and unclamped, of uint8 images through encoder and decoder."""
+        device = self.latent_mean.device
+        return torch.cat(in_batches(lambda batch: self.decode(self.encode(to_model_range(batch).to(device))),
+                                    images, batch_size))
+
     def reconstruct_images(self, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
         """uint8 reconstructions (N, 32, 32, 3) of uint8 images through encoder and decoder."""
-        device = self.latent_mean.device
-        return np.concatenate(in_batches(
-            lambda batch: to_uint8(self.decode(self.encode(to_model_range(batch).to(device)))), images, batch_size))
+        return to_uint8(self.reconstruct_x(images, batch_size))

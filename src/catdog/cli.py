@@ -186,6 +186,10 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=_finite_float, default=d.guidance,
                    help="classifier-free guidance w; 1 = plain conditional")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the starting noise")
+    p.add_argument("--refiner-steps", type=_positive_int, default=d.refiner_steps,
+                   help="DDIM steps of the refiner (runs that have one)")
+    p.add_argument("--no-refiner", dest="refiner", action="store_false",
+                   help="the decoder's raw output, even if the run has a refiner")
 
 
 def sample_config(args) -> SampleConfig:
@@ -193,7 +197,7 @@ def sample_config(args) -> SampleConfig:
     if args.sampler == "ddpm" and args.steps is not None:
         raise UserError("--steps sets the DDIM steps; --sampler ddpm always runs all of the model's n_steps")
     steps = SampleConfig.steps if args.steps is None else args.steps
-    return SampleConfig(args.sampler, steps, args.guidance, args.seed)
+    return SampleConfig(args.sampler, steps, args.guidance, args.seed, args.refiner, args.refiner_steps)
 
 
 def _float_tuple(text: str) -> tuple[float, ...]:
@@ -243,7 +247,6 @@ def cmd_sample(args) -> int:
     from catdog.data import class_index
     from catdog.device import pick_device
     from catdog.run_dir import load_run
-    from catdog.sample import generate_images
     from catdog.viz import save_image_grid
     class_id = class_index(args.class_name)
     sample = sample_config(args)
@@ -251,8 +254,7 @@ def cmd_sample(args) -> int:
         raise UserError("nothing to write: give --out FILE.png and/or --npz FILE.npz")
     run = load_run(args.run_dir, pick_device(args.device))
     validate_sampling(sample, run.diffusion.n_steps)
-    images = generate_images(run.autoencoder, run.diffusion, np.full(args.n, class_id), sample.seed, sample.steps,
-                             sample.guidance, progress=True, sampler=sample.sampler)
+    images = run.generate(np.full(args.n, class_id), sample, progress=True)
     if args.out is not None:
         save_image_grid(images, args.out)
         print(f"wrote {args.out}")
@@ -306,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("run", "train-ae", "train-diffusion"):
-            until, figures = {"run": ("diffusion", True), "train-ae": ("autoencoder", False),
+            until, figures = {"run": ("refiner", True), "train-ae": ("autoencoder", False),
                               "train-diffusion": ("diffusion", False)}[args.command]
             return cmd_train(args, until, figures)
         commands = {"sample": cmd_sample, "visualize": cmd_visualize, "evaluate": cmd_evaluate,

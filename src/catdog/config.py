@@ -55,6 +55,18 @@ class DiffusionConfig:
 
 
 @dataclass(frozen=True)
+class RefinerConfig:
+    refiner_train_steps: int = 0             # 0: no refiner stage (samples are the decoder's output)
+    refiner_widths: tuple[int, ...] = (48, 96, 96)  # conv U-Net widths at 32, 16, 8 px
+    refiner_emb_dim: int = 128               # time + class embedding width
+    refiner_batch_size: int = 64
+    refiner_crop_px: int = 16                # trains on random crops of this size (fully convolutional)
+    refiner_lr: float = 1e-3
+    refiner_warmup_steps: int = 200
+    refiner_ema_halflife_steps: int = 500
+
+
+@dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
     grad_clip: float = 1.0
@@ -69,6 +81,7 @@ class Config:
     ae: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    refiner: RefinerConfig = field(default_factory=RefinerConfig)
 
 
 SAMPLERS = ("ddim", "ddpm")
@@ -81,6 +94,8 @@ class SampleConfig:
     steps: int = 50                          # DDIM steps (ddpm always runs the model's n_steps)
     guidance: float = 6.0                    # classifier-free guidance scale w; 1 = plain conditional
     seed: int = 0
+    refiner: bool = True                     # use the run's refiner if it has one
+    refiner_steps: int = 10                  # DDIM steps of the refiner
 
 
 PRESETS: dict[str, Config] = {
@@ -92,6 +107,8 @@ PRESETS: dict[str, Config] = {
                         diffusion_train_steps=40, diffusion_batch_size=32,
                         diffusion_warmup_steps=5, ema_halflife_steps=5),
         RunConfig(log_every_steps=10, checkpoint_every_steps=10, bf16=False),
+        RefinerConfig(refiner_train_steps=20, refiner_widths=(8, 16, 16), refiner_emb_dim=16,
+                      refiner_batch_size=8, refiner_warmup_steps=5, refiner_ema_halflife_steps=5),
     ),
     # the default without a GPU: FID 111.7 @2k, 11.8 min on 2 cores
     "cpu": Config(),
@@ -117,7 +134,8 @@ PRESETS: dict[str, Config] = {
     ),
 }
 
-_PART_CLASSES = {"ae": AutoencoderConfig, "diffusion": DiffusionConfig, "run": RunConfig}
+_PART_CLASSES = {"ae": AutoencoderConfig, "diffusion": DiffusionConfig, "run": RunConfig,
+                 "refiner": RefinerConfig}
 
 # Fields that weight files written by earlier versions carry. Sampling settings moved to SampleConfig;
 # the options that lost their ablations (docs/experiments.md) are accepted only at their "off" value.
@@ -178,7 +196,7 @@ def override(config: Config, changes: dict[str, object]) -> Config:
 
 def validate(config: Config) -> None:
     """Reject values no run could use, with one clear message."""
-    ae, dif, run = config.ae, config.diffusion, config.run
+    ae, dif, ref, run = config.ae, config.diffusion, config.refiner, config.run
     positive = {"latent_dim": ae.latent_dim, "ae_blocks": ae.ae_blocks,
                 "ae_train_steps": ae.ae_train_steps, "ae_batch_size": ae.ae_batch_size,
                 "adv_scale_every_steps": ae.adv_scale_every_steps,
@@ -186,6 +204,8 @@ def validate(config: Config) -> None:
                 "diffusion_train_steps": dif.diffusion_train_steps,
                 "diffusion_batch_size": dif.diffusion_batch_size,
                 "ema_halflife_steps": dif.ema_halflife_steps,
+                "refiner_emb_dim": ref.refiner_emb_dim, "refiner_batch_size": ref.refiner_batch_size,
+                "refiner_ema_halflife_steps": ref.refiner_ema_halflife_steps,
                 "log_every_steps": run.log_every_steps,
                 "checkpoint_every_steps": run.checkpoint_every_steps}
     for name, value in positive.items():
@@ -199,6 +219,12 @@ def validate(config: Config) -> None:
         raise UserError("--l1-weight, --cls-weight and --center-weight must be >= 0")
     if ae.adv_weight < 0 or ae.disc_width <= 0 or ae.disc_width % 4:
         raise UserError("--adv-weight must be >= 0 and --disc-width a positive multiple of 4")
+    if ref.refiner_train_steps < 0:
+        raise UserError(f"--refiner-train-steps must be >= 0, got {ref.refiner_train_steps}")
+    if not ref.refiner_widths or min(ref.refiner_widths) < 4 or len(ref.refiner_widths) > 3:
+        raise UserError("--refiner-widths needs 1 to 3 widths of at least 4 (for 32, 16, 8 px)")
+    if ref.refiner_crop_px not in (8, 16, 24, 32):
+        raise UserError(f"--refiner-crop-px must be 8, 16, 24 or 32, got {ref.refiner_crop_px}")
     if not 0.0 <= dif.label_dropout < 1.0:
         raise UserError(f"--label-dropout must be in [0, 1), got {dif.label_dropout}")
 
@@ -209,3 +235,5 @@ def validate_sampling(sample: SampleConfig, n_steps: int) -> None:
         raise UserError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {sample.sampler!r}")
     if not 1 <= sample.steps <= n_steps:
         raise UserError(f"--steps must be in 1..{n_steps} (the model's n_steps), got {sample.steps}")
+    if not 1 <= sample.refiner_steps <= 1000:
+        raise UserError(f"--refiner-steps must be in 1..1000, got {sample.refiner_steps}")

@@ -24,7 +24,7 @@ from catdog.data import CLASS_NAMES, create_cat_dog_dataset, to_model_range, to_
 from catdog.errors import UserError
 from catdog.figures import frame_labels, trajectory
 from catdog.run_dir import load_run, read_latents, unmirrored
-from catdog.sample import ddim_sample, class_mix_denoiser, ddpm_sample, generate_images
+from catdog.sample import REFINER_SEED_OFFSET, class_mix_denoiser, ddim_sample, ddpm_sample
 
 MAX_IMAGES = 64
 MAX_UPLOAD_BYTES = 10 * 2**20
@@ -76,8 +76,7 @@ class Demo:
         if not 1 <= n <= MAX_IMAGES:
             raise UserError(f"number of images must be in 1..{MAX_IMAGES}, got {n}")
         self.check(sample)
-        return generate_images(self.run.autoencoder, self.run.diffusion, np.full(n, class_id), sample.seed,
-                               sample.steps, sample.guidance, sampler=sample.sampler)
+        return self.run.generate(np.full(n, class_id), sample)
 
     def denoising(self, class_id: int, sample: SampleConfig) -> tuple[np.ndarray, list[str]]:
         """The real reverse trajectory of one sample, decoded after every step (as the figures do)."""
@@ -96,7 +95,12 @@ class Demo:
             generator = torch.Generator().manual_seed(sample.seed)
             z.append(ddpm_sample(denoise, diffusion.alpha_bar, shape, generator) if sample.sampler == "ddpm"
                      else ddim_sample(denoise, diffusion.alpha_bar, shape, generator, sample.steps))
-        return to_uint8(self.run.autoencoder.decode_latents(torch.cat(z))), shares
+        x = self.run.autoencoder.decode_latents(torch.cat(z))
+        if self.run.refiner is not None and sample.refiner:        # the same refiner noise for every frame
+            x = torch.cat([self.run.refiner.refine(x[i:i + 1], torch.tensor([int(share >= 0.5)]),
+                                                   sample.seed + REFINER_SEED_OFFSET, sample.refiner_steps)
+                           for i, share in enumerate(shares)])
+        return to_uint8(x), shares
 
     def reconstruct(self, upload: bytes) -> tuple[np.ndarray, np.ndarray, float]:
         """An uploaded PNG/JPEG -> (its 32x32 centre crop, the reconstruction, P(dog) of the latent classifier)."""

@@ -5,7 +5,8 @@ t = 0..n_steps-1, with the cosine schedule of Nichol & Dhariwal 2021 (eq. 17, be
 The network predicts v = sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) z_0 (Salimans & Ho 2022), which
 stays well scaled at both ends of the schedule; the loss is MSE on v with Min-SNR-gamma weighting
 (Hang et al. 2023). Labels are dropped to the null class with probability `label_dropout` so that
-one network gives both the conditional and the unconditional prediction.
+one network gives both the conditional and the unconditional prediction. The same formulation serves
+the pixel-space refiner (refiner.py): any tensor shape, and extra conditioning passed to the network.
 """
 
 from __future__ import annotations
@@ -38,41 +39,47 @@ class ConditionalDenoiseDiffusion(nn.Module):
         self.min_snr_gamma = min_snr_gamma
         self.register_buffer("alpha_bar", cosine_alpha_bar(n_steps).float(), persistent=False)
 
+    def signal(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """alpha_bar_t (B,) shaped to broadcast against `like` (B, ...)."""
+        return self.alpha_bar[t].view(-1, *[1] * (like.dim() - 1))
+
     def q_sample(self, z0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Sample z_t ~ q(z_t | z_0) (DDPM eq. 4)."""
-        ab = self.alpha_bar[t][:, None]
+        ab = self.signal(t, z0)
         return ab.sqrt() * z0 + (1 - ab).sqrt() * noise
 
-    def draw(self, batch: int, dim: int, generator: torch.Generator | None = None
+    def draw(self, batch: int, shape: int | tuple[int, ...], generator: torch.Generator | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Random inputs of one training batch, drawn on the CPU from `generator` (exact resume, and
         the same numbers on every device and for every way of sharding the batch):
-        steps t (B,), noise (B, dim) and the label-dropout mask (B,)."""
+        steps t (B,), noise (B, *shape) and the label-dropout mask (B,)."""
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
         t = torch.randint(0, self.n_steps, (batch,), generator=generator)
-        noise = torch.randn(batch, dim, generator=generator)
+        noise = torch.randn(batch, *shape, generator=generator)
         drop = torch.rand(batch, generator=generator) < self.label_dropout
         return t, noise, drop
 
     def loss(self, z0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-             drop: torch.Tensor) -> torch.Tensor:
-        """Min-SNR-weighted MSE on v for clean latents z0 (B, D), classes y (B,), inputs from `draw`."""
+             drop: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-weighted MSE on v for clean z0 (B, ...), classes y (B,), inputs from `draw`, and any
+        extra conditioning `cond` the network takes after y."""
         # 1. label dropout to the null class (classifier-free guidance)
         y = torch.where(drop, torch.full_like(y, NULL_CLASS), y)
         # 2. noisy input and v target
         z_t = self.q_sample(z0, t, noise)
-        ab = self.alpha_bar[t][:, None]
+        ab = self.signal(t, z0)
         v_target = ab.sqrt() * noise - (1 - ab).sqrt() * z0
         # 3. Min-SNR-gamma weight for a v target: min(SNR, gamma) / (SNR + 1)
-        per_example = (self.model(z_t, t, y) - v_target).pow(2).mean(dim=1)
+        per_example = (self.model(z_t, t, y, *cond) - v_target).pow(2).flatten(1).mean(dim=1)
         if self.min_snr_gamma > 0:
-            snr = ab[:, 0] / (1 - ab[:, 0])
+            snr = self.alpha_bar[t] / (1 - self.alpha_bar[t])
             per_example = per_example * snr.clamp(max=self.min_snr_gamma) / (snr + 1)
         return per_example.mean()
 
-    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The predicted clean latent `denoised` from z_t: sqrt(ab) z_t - sqrt(1 - ab) v."""
-        ab = self.alpha_bar[t][:, None]
-        v = self.model(z_t, t, y).float()
+    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
+        """The predicted clean `denoised` from z_t: sqrt(ab) z_t - sqrt(1 - ab) v."""
+        ab = self.signal(t, z_t)
+        v = self.model(z_t, t, y, *cond).float()
         return ab.sqrt() * z_t - (1 - ab).sqrt() * v
 
 

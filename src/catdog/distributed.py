@@ -80,20 +80,20 @@ def close_world() -> None:
 
 
 class LossForward(nn.Module):
-    """Expose `model.loss` as `forward`, so that DistributedDataParallel can wrap it."""
+    """Expose a model's loss method as `forward`, so that DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, method: str = "loss"):
         super().__init__()
-        self.model = model
+        self.model, self.method = model, method
 
     def forward(self, *args):
-        return self.model.loss(*args)
+        return getattr(self.model, self.method)(*args)
 
 
-def loss_module(model: nn.Module, world: World, compile: bool = False) -> nn.Module:
-    """model.loss as a module: plain with one process, inside DDP with several; compiled with CUDA
+def loss_module(model: nn.Module, world: World, compile: bool = False, method: str = "loss") -> nn.Module:
+    """model.<method> as a module: plain with one process, inside DDP with several; compiled with CUDA
     graphs if asked (the config refuses compile off CUDA, where it only costs start-up time)."""
-    wrapped: nn.Module = LossForward(model)
+    wrapped: nn.Module = LossForward(model, method)
     on_cuda = next(model.parameters()).is_cuda
     if world.size > 1:
         wrapped = DistributedDataParallel(wrapped, device_ids=[world.local_rank] if on_cuda else None)

@@ -10,7 +10,11 @@ Samples are N/2 cats and N/2 dogs from the EMA model. Reported (N always stated)
   latents assigns to the requested class (is the prior in the right region, whatever the decoder);
 - recon_psnr, recon_fid (test reconstructions vs test originals), probe_acc (latent linear probe);
 - recon_psnr_train: PSNR on as many training images as there are test images; far above recon_psnr,
-  it says the autoencoder has memorised its training set (overfitting).
+  it says the autoencoder has memorised its training set (overfitting);
+- with a refiner: the samples are refined (`unrefined` holds the same latents decoded only), and
+  recon_*_refined score the refined test reconstructions;
+- copying: each sample's distance to its nearest training image, in pixels and in the judge's
+  features, as median and 1st percentile next to the same for the real test images.
 The evaluation networks never touch training or sampling.
 """
 
@@ -30,10 +34,9 @@ from catdog.data import CLASS_NAMES, cache_dir, check_images, create_cat_dog_dat
 from catdog.errors import UserError
 from catdog.fid import (feature_stats, frechet_distance, inception_features, kernel_inception_distance,
                         load_inception, load_stats, save_stats)
-from catdog.judge import class_accuracy, load_judge
-from catdog.metrics import fit_probe, psnr_db
+from catdog.judge import class_accuracy, judge_features, load_judge
+from catdog.metrics import copying_report, fit_probe, psnr_db
 from catdog.run_dir import load_run, run_latents, unmirrored
-from catdog.sample import generate_images
 
 REF_SPLITS = ("all", "cat", "dog")
 
@@ -129,39 +132,60 @@ def evaluate_run(run_dir: Path, n: int, sample: SampleConfig = SampleConfig(), d
     test_images, test_labels = create_cat_dog_dataset("test", data)
     train_images = create_cat_dog_dataset("train", data)[0]
 
-    # 1. autoencoder: reconstructions, their PSNR / FID / judge accuracy, and the latent probe
+    # 1. autoencoder: reconstructions (decoded, and refined if the run has a refiner), their PSNR /
+    #    FID / judge accuracy, and the latent probe
     latents = run_latents(run, data)
     train_latents, train_labels = unmirrored(latents, run.config.ae.hflip)
     recon = autoencoder.reconstruct_images(test_images)
     seen = train_images[:len(test_images)]                       # as many training images, for the gap
     probe = fit_probe(train_latents.numpy(), train_labels.numpy())
+    recon_fid = lambda images: None if fid is None else frechet_distance(
+        *feature_stats(fid.features(images, "reconstructions")), *feature_stats(fid.test_features))
     result = {
         "run_dir": str(run.paths.root), "sampler": sample.sampler, "steps": sample.steps,
-        "guidance": sample.guidance, "seed": sample.seed,
+        "guidance": sample.guidance, "seed": sample.seed, "refiner": run.refiner is not None and sample.refiner,
+        "refiner_steps": sample.refiner_steps,
         "recon_psnr": psnr_db(test_images, recon),
         "recon_psnr_train": psnr_db(seen, autoencoder.reconstruct_images(seen)),
-        "recon_fid": None if fid is None else frechet_distance(
-            *feature_stats(fid.features(recon, "reconstructions")), *feature_stats(fid.test_features)),
+        "recon_fid": recon_fid(recon),
         "probe_acc": float(probe.score(latents["test_latents"].numpy(), latents["test_labels"].numpy())),
         "class_fidelity_real_test": class_accuracy(judge, test_images, test_labels),
         "class_fidelity_recon": class_accuracy(judge, recon, test_labels),
     }
+    refined = run.refine_reconstructions(test_images, test_labels, sample)
+    if refined is not None:
+        result.update(recon_psnr_refined=psnr_db(test_images, refined), recon_fid_refined=recon_fid(refined),
+                      class_fidelity_recon_refined=class_accuracy(judge, refined, test_labels))
 
-    # 2. samples (half cats, half dogs) at the main setting, then at each sweep setting
+    # 2. samples (half cats, half dogs) at the main setting (also unrefined, if refined), then at each
+    #    sweep setting; the main samples' distances to their nearest training images (copying check)
     labels = np.arange(n) % 2
+    if settings and result["refiner"]:
+        settings.insert(1, ("unrefined", replace(sample, refiner=False)))
     for key, s in settings:
-        images, sampled = generate_images(autoencoder, diffusion, labels, s.seed, s.steps, s.guidance,
-                                          return_latents=True, sampler=s.sampler)
+        images, sampled = run.generate(labels, s, return_latents=True)
         row = {**score_samples(images, labels, judge, fid),
                "latent_class_fidelity": float((probe.predict(sampled) == labels).mean())}
         if key == "main":
             result.update(row)
+            result["copying"] = copying(images, test_images, train_images, judge)
+        elif key == "unrefined":
+            result["unrefined"] = row
         else:
             result.setdefault(key, []).append({"guidance": s.guidance, "steps": s.steps, **row})
     result["seconds"] = round(time.perf_counter() - start, 1)
     result["config"] = config_to_dict(run.config)
     run.paths.eval.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def copying(samples: np.ndarray, test_images: np.ndarray, train_images: np.ndarray, judge) -> dict:
+    """Nearest-training-image distances of the samples and of the real test images, in pixels (RMS over
+    0..255) and in the judge's 64-d feature space (Euclidean)."""
+    rms = lambda images: images.reshape(len(images), -1).astype(np.float64) / np.sqrt(32 * 32 * 3)
+    return {"pixel_rms": copying_report(rms(samples), rms(test_images), rms(train_images)),
+            "judge_features": copying_report(*(judge_features(judge, im) for im in (samples, test_images,
+                                                                                   train_images)))}
 
 
 def evaluate_samples_file(path: Path, data=None, ref_stats=None, inception=None, judge_path=None,
@@ -180,9 +204,16 @@ def evaluate_samples_file(path: Path, data=None, ref_stats=None, inception=None,
 def format_table(result: dict) -> str:
     """A short human-readable table of the main numbers (and sweeps, if any)."""
     keys = ["n_samples", "fid", "fid_cat", "fid_dog", "kid", "kid_std", "class_fidelity",
-            "class_fidelity_real_test", "class_fidelity_recon", "latent_class_fidelity", "recon_psnr",
-            "recon_psnr_train", "recon_fid", "probe_acc", "steps", "guidance"]
-    lines = [f"{k:26s} {_fmt(result[k])}" for k in keys if k in result]
+            "class_fidelity_real_test", "class_fidelity_recon", "class_fidelity_recon_refined",
+            "latent_class_fidelity", "recon_psnr", "recon_psnr_refined", "recon_psnr_train", "recon_fid",
+            "recon_fid_refined", "probe_acc", "sampler", "steps", "guidance", "refiner", "refiner_steps"]
+    lines = [f"{k:30s} {_fmt(result[k])}" for k in keys if k in result]
+    for k, v in result.get("unrefined", {}).items():
+        if k in ("fid", "kid", "class_fidelity"):
+            lines.append(f"{'unrefined ' + k:30s} {_fmt(v)}")
+    for space, r in result.get("copying", {}).items():
+        lines.append(f"{'nearest train, ' + space:30s} samples median {r['samples_median']:.4g} p1 "
+                     f"{r['samples_p1']:.4g} | test images median {r['test_median']:.4g} p1 {r['test_p1']:.4g}")
     for key in ("sweep_guidance", "sweep_steps"):
         if key in result:
             lines.append(f"\n{key}:\n{'guidance':>9s} {'steps':>6s} {'fid':>8s} {'kid':>8s} "

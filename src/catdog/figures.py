@@ -16,14 +16,16 @@ from tqdm import tqdm
 
 from catdog.config import SampleConfig
 from catdog.data import CLASS_NAMES, create_cat_dog_dataset, to_uint8
-from catdog.metrics import linear_probe_accuracy, psnr_db
+from catdog.metrics import linear_probe_accuracy, nearest_neighbours, psnr_db
 from catdog.run_dir import RunPaths, load_run, run_latents, unmirrored
-from catdog.sample import generate_images, sample_latents
+from catdog.sample import sample_latents
 from catdog.viz import (create_diffusion_animation, generate_samples_grid, plot_training_curves,
-                        visualize_denoising_steps, visualize_latent_space, visualize_reconstructions)
+                        visualize_denoising_steps, visualize_latent_space, visualize_nearest,
+                        visualize_reconstructions)
 
 N_RECON_PER_CLASS = 8
 N_PATH_FRAMES = 8
+N_NEAREST_PER_CLASS = 4
 SAMPLES_PER_CLASS = 16
 TSNE_POINTS = 2000
 TRAJECTORY_SEED_OFFSET = 1000            # trajectories use seed + offset + class, apart from the grid
@@ -61,12 +63,15 @@ def write_all_figures(paths: RunPaths, data=None, device: torch.device = torch.d
     written = []
     tqdm.write(f"[figures] writing to {out}")
 
-    # 1. reconstructions: the first test cats and dogs, test-set PSNR in the title
+    # 1. reconstructions: the first test cats and dogs (decoded, and refined if the run has a refiner),
+    #    the decoder's test-set PSNR in the title
     test_images, test_labels = create_cat_dog_dataset("test", data)
     recon_uint8 = autoencoder.reconstruct_images(test_images)
     shown = np.concatenate([np.flatnonzero(test_labels == c)[:N_RECON_PER_CLASS] for c in range(2)])
+    refined = run.refine_reconstructions(test_images[shown], test_labels[shown], sample)
     written.append(visualize_reconstructions(test_images[shown], recon_uint8[shown], test_labels[shown],
-                                             out / "reconstructions.png", psnr_db(test_images, recon_uint8)))
+                                             out / "reconstructions.png", psnr_db(test_images, recon_uint8),
+                                             refined))
 
     # 2. latent space: t-SNE of test latents, linear-probe accuracy in the title
     train_latents, train_labels = unmirrored(latents, config.ae.hflip)
@@ -78,10 +83,20 @@ def write_all_figures(paths: RunPaths, data=None, device: torch.device = torch.d
 
     # 3. sample grid: EMA model, fixed seed
     labels = np.repeat(np.arange(len(CLASS_NAMES)), per_class)
-    images = generate_images(autoencoder, diffusion, labels, sample.seed, sample.steps, sample.guidance,
-                             sampler=sample.sampler)
-    how = describe(sample, diffusion.n_steps)
+    images, sampled = run.generate(labels, sample, return_latents=True)
+    how = describe(sample, diffusion.n_steps) + (", refined" if run.refiner is not None and sample.refiner else "")
     written.append(generate_samples_grid(images, labels, out / "samples.png", f"samples: {how}, seed {sample.seed}"))
+
+    # 3b. is it copying? the first samples of each class beside their nearest training images
+    show = np.concatenate([np.flatnonzero(labels == c)[:N_NEAREST_PER_CLASS] for c in range(len(CLASS_NAMES))])
+    train_images = create_cat_dog_dataset("train", data)[0]
+    rms = lambda x: x.reshape(len(x), -1).astype(np.float64) / np.sqrt(x[0].size)
+    pixel_d, pixel_i = nearest_neighbours(rms(images[show]), rms(train_images))
+    latent_d, latent_i = nearest_neighbours(sampled[show], train_latents.numpy())
+    written.append(visualize_nearest(images[show], {"nearest in pixels": (train_images[pixel_i], pixel_d),
+                                                    "nearest in latent": (train_images[latent_i], latent_d)},
+                                     out / "nearest_training.png",
+                                     "samples and their nearest training images (RMS pixel / latent L2 distance)"))
 
     # 4-5. per class: GIF of the real reverse process, and its path in a PCA of the test latents
     z_test = autoencoder.normalize(latents["test_latents"].to(device)).cpu().numpy()

@@ -55,10 +55,13 @@ class ResNet20(nn.Module):
         self.layer1, self.layer2, self.layer3 = layers
         self.linear = nn.Linear(64, n_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 64-d global-average-pooled features before the classifier."""
         h = F.relu(self.bn1(self.conv1(x)))
-        h = self.layer3(self.layer2(self.layer1(h)))
-        return self.linear(h.mean((2, 3)))
+        return self.layer3(self.layer2(self.layer1(h))).mean((2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.features(x))
 
 
 def default_judge_path() -> Path | None:
@@ -88,14 +91,26 @@ def load_judge(path: str | os.PathLike | None = None) -> ResNet20:
     return model.eval()
 
 
+def _judge_input(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    x = torch.as_tensor(batch).permute(0, 3, 1, 2).float() / 255          # [0, 1], as the judge was trained
+    return ((x - MEAN) / STD).to(device)
+
+
+@torch.no_grad()
+def judge_features(judge: ResNet20, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """The judge's 64-d penultimate features (N, 64) of uint8 images: a feature space for distances."""
+    device = next(judge.parameters()).device
+    return np.concatenate(in_batches(lambda b: judge.features(_judge_input(b, device)).cpu().numpy(), images,
+                                     batch_size))
+
+
 @torch.no_grad()
 def judge_dog_probability(judge: ResNet20, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """P(dog | cat or dog) for uint8 images (N, 32, 32, 3), from the cat and dog logits."""
     device = next(judge.parameters()).device
 
     def dog_probability(batch: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(batch).permute(0, 3, 1, 2).float() / 255     # [0, 1], as the judge was trained
-        logits = judge(((x - MEAN) / STD).to(device))
+        logits = judge(_judge_input(batch, device))
         return torch.softmax(logits[:, [CIFAR_CAT, CIFAR_DOG]], dim=1)[:, 1].cpu().numpy()
 
     return np.concatenate(in_batches(dog_probability, images, batch_size))

@@ -1,8 +1,9 @@
-"""Measurements: PSNR and the latent linear probe (FID and KID: fid.py; class fidelity: judge.py)."""
+"""Measurements: PSNR, the latent linear probe, nearest neighbours (FID and KID: fid.py; class fidelity: judge.py)."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def psnr_db(originals: np.ndarray, reconstructions: np.ndarray) -> float:
@@ -24,3 +25,29 @@ def linear_probe_accuracy(train_latents: np.ndarray, train_labels: np.ndarray,
                           test_latents: np.ndarray, test_labels: np.ndarray) -> float:
     """Accuracy on the test latents of a logistic regression fitted on the training latents."""
     return float(fit_probe(train_latents, train_labels).score(test_latents, test_labels))
+
+
+def nearest_neighbours(queries: np.ndarray, references: np.ndarray, batch_size: int = 1000
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of queries (N, ...), the Euclidean distance to its nearest row of references (M, ...)
+    and that row's index: (distances (N,), indices (N,)). Rows are flattened; computed in float64 blocks."""
+    ref = torch.as_tensor(references.reshape(len(references), -1), dtype=torch.float64)
+    ref_sq = (ref * ref).sum(1)
+    distances, indices = [], []
+    for start in range(0, len(queries), batch_size):
+        q = torch.as_tensor(queries[start:start + batch_size].reshape(-1, ref.shape[1]), dtype=torch.float64)
+        d2 = ((q * q).sum(1)[:, None] - 2 * q @ ref.T + ref_sq[None]).clamp_min(0)   # (n, M) squared
+        best, index = d2.min(1)
+        distances.append(best.sqrt().numpy())
+        indices.append(index.numpy())
+    return np.concatenate(distances), np.concatenate(indices)
+
+
+def copying_report(samples: np.ndarray, test: np.ndarray, train: np.ndarray) -> dict:
+    """Nearest-training-image distances of samples against those of real test images (the same space):
+    median and 1st percentile of each. Samples much closer than test images are to the training set
+    would be copies."""
+    d_samples, _ = nearest_neighbours(samples, train)
+    d_test, _ = nearest_neighbours(test, train)
+    return {"samples_median": float(np.median(d_samples)), "samples_p1": float(np.percentile(d_samples, 1)),
+            "test_median": float(np.median(d_test)), "test_p1": float(np.percentile(d_test, 1))}

@@ -1,6 +1,6 @@
 """The main job: the stages that train a run folder, then its figures.
 
-    STAGES = autoencoder -> latents -> diffusion        (then figures.write_all_figures)
+    STAGES = autoencoder -> latents -> diffusion -> refiner        (then figures.write_all_figures)
 
 Each stage leaves an artifact (run_dir.py lists them) and is skipped when that artifact exists and
 matches the config; a stage that was killed resumes from its `*_state.pt`; `force` retrains from
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -27,8 +28,8 @@ from catdog.distributed import current_world
 from catdog.errors import UserError
 from catdog.figures import write_all_figures
 from catdog.run_dir import (RunPaths, encode_dataset, file_digest, load_autoencoder, load_diffusion,
-                            read_latents, write_latents)
-from catdog.train import train_autoencoder, train_diffusion
+                            load_refiner, read_latents, write_latents)
+from catdog.train import train_autoencoder, train_diffusion, train_refiner
 
 
 @dataclass
@@ -113,6 +114,36 @@ def build_diffusion(job: Job) -> None:
     world.barrier()
 
 
+def build_refiner(job: Job) -> None:
+    """Load the run's refiner if trained with this config and AE; otherwise train it on the decoder's
+    outputs for the cached training latents (images and mirrors). Skipped if refiner_train_steps is 0."""
+    paths, config, world = job.paths, job.config, current_world()
+    if config.refiner.refiner_train_steps == 0:
+        return
+    ae_digest = file_digest(paths.autoencoder)
+    if paths.refiner.exists():
+        _, trained = load_refiner(paths.root, job.device)
+        check_config_matches(paths.refiner, config_to_dict(trained), config_to_dict(config), ("ae", "refiner"))
+        if load_weights(paths.refiner)[2].get("autoencoder_sha256") != ae_digest:
+            raise UserError(f"{paths.refiner} belongs to a different autoencoder; rerun with --force")
+        say(f"[refiner] trained already: {paths.refiner} (use --force to retrain)")
+        return
+    clear_after("refiner", paths)
+    start = time.perf_counter()
+    autoencoder, latents = job.products["autoencoder"], job.products["latents"]
+    x_hat = autoencoder.decode_latents(autoencoder.normalize(latents["train_latents"].to(job.device))).cpu()
+    images = create_cat_dog_dataset("train", job.data)[0]
+    if len(x_hat) == 2 * len(images):                             # the cache holds mirrored images too
+        images = np.concatenate([images, images[:, :, ::-1]])
+    ema = train_refiner(config, images, x_hat, latents["train_labels"], paths.refiner_state, paths.metrics,
+                        job.device)
+    if world.is_main:
+        save_weights(paths.refiner, ema.state_dict(), config_to_dict(config), autoencoder_sha256=ae_digest)
+        paths.refiner_state.unlink(missing_ok=True)
+        say(f"[refiner] trained in {time.perf_counter() - start:.0f} s -> {paths.refiner}")
+    world.barrier()
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -124,6 +155,7 @@ STAGES = (
     Stage("autoencoder", build_autoencoder, ("autoencoder", "ae_state")),
     Stage("latents", build_latents, ("latents",)),
     Stage("diffusion", build_diffusion, ("diffusion", "diffusion_state")),
+    Stage("refiner", build_refiner, ("refiner", "refiner_state")),
 )
 
 
@@ -156,7 +188,7 @@ def prepare_run_dir(run_dir: Path, config: Config, force: bool) -> RunPaths:
 
 
 def run_all(config: Config, run_dir: Path, data=None, device_name: str | None = None, force: bool = False,
-            until: str = "diffusion", figures: bool = True, sample: SampleConfig = SampleConfig()) -> RunPaths:
+            until: str = "refiner", figures: bool = True, sample: SampleConfig = SampleConfig()) -> RunPaths:
     """The main job: build every stage up to `until` that is missing, then (optionally) the figures."""
     world = current_world()
     device = pick_device(device_name)

@@ -8,7 +8,8 @@ on training. The files:
     latents.safetensors        raw train latents (+ mirrored copies) and test latents, with labels,
                                naming the autoencoder file they were encoded with
     diffusion.safetensors      EMA diffusion weights, config in metadata, names its AE file
-    ae_state.pt / diffusion_state.pt   training state while a stage is unfinished
+    refiner.safetensors        EMA refiner weights + residual scale (if the run has that stage), names its AE file
+    *_state.pt                 training state while a stage is unfinished
     metrics.jsonl              one line per logging interval
     eval.json                  what `catdog evaluate` measured
     figures/                   see figures.py
@@ -21,14 +22,17 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from catdog.autoencoder import SimpleAutoencoder
 from catdog.checkpoint import load_into, load_weights, save_weights
-from catdog.config import Config, config_from_dict
-from catdog.data import create_cat_dog_dataset
+from catdog.config import Config, SampleConfig, config_from_dict
+from catdog.data import create_cat_dog_dataset, to_uint8
 from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
 from catdog.errors import UserError
+from catdog.refiner import Refiner
+from catdog.sample import REFINER_SEED_OFFSET, generate_images
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,10 @@ class RunPaths:
     @property
     def diffusion_state(self) -> Path: return self.root / "diffusion_state.pt"
     @property
+    def refiner(self) -> Path: return self.root / "refiner.safetensors"
+    @property
+    def refiner_state(self) -> Path: return self.root / "refiner_state.pt"
+    @property
     def metrics(self) -> Path: return self.root / "metrics.jsonl"
     @property
     def eval(self) -> Path: return self.root / "eval.json"
@@ -57,11 +65,29 @@ class RunPaths:
 
 @dataclass(frozen=True)
 class Run:
-    """A trained run: its autoencoder, its diffusion model (None before that stage) and config."""
+    """A trained run: its autoencoder, diffusion model and refiner (None where not trained) and config."""
     paths: RunPaths
     autoencoder: SimpleAutoencoder
     diffusion: ConditionalDenoiseDiffusion | None
     config: Config
+    refiner: Refiner | None = None
+
+    def generate(self, labels, sample: SampleConfig, progress: bool = False, return_latents: bool = False):
+        """uint8 images (N, 32, 32, 3) for class labels (N,) with these settings; refined if the run has a
+        refiner and `sample.refiner` is on. The one path from a run to its samples."""
+        refiner = self.refiner if sample.refiner else None
+        return generate_images(self.autoencoder, self.diffusion, labels, sample.seed, sample.steps, sample.guidance,
+                               progress=progress, return_latents=return_latents, sampler=sample.sampler,
+                               refiner=refiner, refiner_steps=sample.refiner_steps)
+
+    def refine_reconstructions(self, images: np.ndarray, labels, sample: SampleConfig) -> np.ndarray | None:
+        """uint8 (N, 32, 32, 3): the refiner applied to the decoder's reconstructions of uint8 images of
+        the given classes; None if the run has no refiner or `sample.refiner` is off."""
+        if self.refiner is None or not sample.refiner:
+            return None
+        x_hat = self.autoencoder.reconstruct_x(images).clamp(-1, 1)
+        y = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=x_hat.device)
+        return to_uint8(self.refiner.refine(x_hat, y, sample.seed + REFINER_SEED_OFFSET, sample.refiner_steps))
 
 
 def file_digest(path: Path) -> str:
@@ -103,6 +129,16 @@ def load_diffusion(run_dir: Path, device: torch.device = torch.device("cpu")
     return diffusion.to(device).eval(), config
 
 
+def load_refiner(run_dir: Path, device: torch.device = torch.device("cpu")) -> tuple[Refiner, Config]:
+    """The trained (EMA) refiner of a run folder and its config."""
+    path = RunPaths(Path(run_dir)).refiner
+    tensors, config_dict, _ = load_weights(path)
+    config = _config_of(path, config_dict)
+    refiner = Refiner(config.refiner)
+    load_into(refiner, {k: v.float() for k, v in tensors.items()}, path)
+    return refiner.to(device).eval(), config
+
+
 def _config_of(path: Path, config_dict: dict) -> Config:
     try:
         return config_from_dict(config_dict)
@@ -115,7 +151,8 @@ def load_run(run_dir: Path, device: torch.device = torch.device("cpu"), need_dif
     paths = require_run(run_dir, "autoencoder", *(("diffusion",) if need_diffusion else ()))
     autoencoder, config = load_autoencoder(paths.root, device)
     diffusion = load_diffusion(paths.root, device)[0] if paths.diffusion.is_file() else None
-    return Run(paths, autoencoder, diffusion, config)
+    refiner = load_refiner(paths.root, device)[0] if paths.refiner.is_file() else None
+    return Run(paths, autoencoder, diffusion, config, refiner)
 
 
 # --- cached latents -------------------------------------------------------------------------
@@ -159,16 +196,21 @@ def unmirrored(latents: dict[str, torch.Tensor], hflip: bool) -> tuple[torch.Ten
 
 # --- export ---------------------------------------------------------------------------------
 def export_run(run_dir: Path, out_dir: Path, fp16: bool = True) -> list[Path]:
-    """A slim copy of a trained run for sampling and evaluation: both weight files (optionally
-    fp16), config, metrics log and eval.json; no training state, latent cache or figures."""
+    """A slim copy of a trained run for sampling and evaluation: its weight files (optionally fp16),
+    config, metrics log and eval.json; no training state, latent cache or figures. The exported
+    diffusion and refiner name the exported autoencoder file, so the copy is a consistent run."""
     src, dst = require_run(run_dir, "autoencoder", "diffusion"), RunPaths(Path(out_dir))
     dst.root.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in ("autoencoder", "diffusion"):
+    for name in ("autoencoder", "diffusion", "refiner"):
+        if not getattr(src, name).is_file():
+            continue
         tensors, config, meta = load_weights(getattr(src, name))
         if fp16:
             tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
         extra = {k: v for k, v in meta.items() if k not in ("config", "format_version")}
+        if "autoencoder_sha256" in extra:
+            extra["autoencoder_sha256"] = file_digest(dst.autoencoder)
         save_weights(getattr(dst, name), tensors, config, **extra, exported_from=str(src.root),
                      dtype="float16" if fp16 else "float32")
         written.append(getattr(dst, name))

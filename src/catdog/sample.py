@@ -116,10 +116,14 @@ def sample_latents(diffusion: ConditionalDenoiseDiffusion, y: torch.Tensor, seed
     return ddim_sample(denoise, diffusion.alpha_bar, shape, generator, steps, return_trajectory)
 
 
+REFINER_SEED_OFFSET = 7919               # the refiner's noise stream, apart from the latent sampler's
+
+
 def generate_images(autoencoder, diffusion: ConditionalDenoiseDiffusion, labels, seed: int = 0, steps: int = 50,
                     guidance: float = 6.0, batch_size: int = 1000, progress: bool = False,
-                    return_latents: bool = False, sampler: str = "ddim"):
-    """uint8 images (N, 32, 32, 3) for class labels (N,) [and their raw latents (N, D)].
+                    return_latents: bool = False, sampler: str = "ddim", refiner=None, refiner_steps: int = 10):
+    """uint8 images (N, 32, 32, 3) for class labels (N,) [and their raw latents (N, D)]: latents from the
+    diffusion model, decoded, then (if a refiner is given) refined in `refiner_steps` DDIM steps.
 
     Batch i of `batch_size` is seeded with seed + i, so a run is reproducible.
     """
@@ -130,7 +134,10 @@ def generate_images(autoencoder, diffusion: ConditionalDenoiseDiffusion, labels,
     for i, start in enumerate(tqdm(starts, desc="sampling", disable=None if progress else True)):
         y = labels[start:start + batch_size].to(device)
         z = sample_latents(diffusion, y, seed + i, steps, guidance, sampler=sampler)
-        images.append(to_uint8(autoencoder.decode_latents(z)))
+        x = autoencoder.decode_latents(z)
+        if refiner is not None:
+            x = refiner.refine(x, y, seed + i + REFINER_SEED_OFFSET, refiner_steps)
+        images.append(to_uint8(x))
         latents.append(autoencoder.denormalize(z).cpu().numpy())
     images = np.concatenate(images)
     return (images, np.concatenate(latents)) if return_latents else images

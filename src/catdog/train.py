@@ -1,4 +1,5 @@
-"""Training loops: `train_autoencoder` and `train_diffusion`, each a plain linear loop (nanoGPT style).
+"""Training loops: `train_autoencoder`, `train_diffusion` and `train_refiner`, each a plain linear loop
+(nanoGPT style).
 
 Each step reads 1. batch, 2. loss and update, 3. EMA (diffusion) or the discriminator's update (if
 the adversarial term is on), 4. log / checkpoint. AdamW with warm-up then cosine decay, gradient
@@ -21,6 +22,7 @@ from catdog.data import to_model_range
 from catdog.device import autocast
 from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
 from catdog.distributed import current_world, loss_module
+from catdog.refiner import Refiner
 from catdog.training_loop import TrainingLoop, batch_indices, make_optimizer
 
 
@@ -107,6 +109,57 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
         # 3. EMA of the weights
         with torch.no_grad():
             torch._foreach_lerp_(list(ema.parameters()), list(diffusion.parameters()), 1 - ema_decay)
+        # 4. log and checkpoint
+        loop.end_step(step, lr, loss, {"loss": loss})
+    return ema.eval()
+
+
+def random_crops(x: torch.Tensor, corners: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop x (B, C, H, W) to (B, C, size, size) at per-example top-left corners (B, 2)."""
+    offsets = torch.arange(size, device=x.device)
+    rows = (corners[:, :1] + offsets)[:, :, None]                # (B, size, 1)
+    cols = (corners[:, 1:] + offsets)[:, None, :]                # (B, 1, size)
+    batch = torch.arange(len(x), device=x.device)[:, None, None]
+    return x.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def train_refiner(config: Config, images, x_hat_all: torch.Tensor, labels, state_path: Path, metrics_path: Path,
+                  device: torch.device) -> Refiner:
+    """Train the refiner on uint8 images (N, 32, 32, 3), their decoder outputs x_hat (N, 3, 32, 32) and
+    classes (N,); returns the EMA model."""
+    cfg, run, world = config.refiner, config.run, current_world()
+    torch.manual_seed(run.seed)
+    refiner = Refiner(cfg).to(device)
+    x_all, x_hat_all = to_model_range(images).to(device), x_hat_all.to(device)
+    refiner.set_residual_std(x_all - x_hat_all)                  # measured once, stored with the weights
+    ema = copy.deepcopy(refiner).requires_grad_(False)
+    ema_decay = 0.5 ** (1 / cfg.refiner_ema_halflife_steps)
+    opt = make_optimizer(refiner, cfg.refiner_lr, 0.0)
+    generator = torch.Generator().manual_seed(run.seed + 2)     # crops, t, noise
+    loop = TrainingLoop("refiner", config, ("ae", "refiner"), state_path, metrics_path,
+                        (cfg.refiner_lr, cfg.refiner_warmup_steps, cfg.refiner_train_steps),
+                        cfg.refiner_batch_size, {"model": refiner, "ema": ema, "optimizer": opt}, generator, device)
+    y_all = torch.as_tensor(labels, dtype=torch.long).to(device)
+    shard, size = world.shard(cfg.refiner_batch_size), cfg.refiner_crop_px
+    step_loss = loss_module(refiner, world, run.compile, method="loss_on")
+    refiner.train()
+    for step, lr in loop.steps():
+        # 1. global batch of (image, decoder output) pairs, the same random crop of both, t and noise
+        idx = batch_indices(len(x_all), cfg.refiner_batch_size, step, run.seed)
+        corners = torch.randint(0, 32 - size + 1, (len(idx), 2), generator=generator)
+        t, noise, _ = refiner.draw(len(idx), (3, size, size), generator)
+        idx, corners, t, noise = (v[shard].to(device) for v in (idx, corners, t, noise))
+        x, x_hat = (random_crops(v[idx], corners, size) for v in (x_all, x_hat_all))
+        # 2. loss and update
+        with autocast(device, run.bf16):
+            loss = step_loss(x, x_hat, y_all[idx], t, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(refiner.parameters(), run.grad_clip)
+        opt.step()
+        # 3. EMA of the weights
+        with torch.no_grad():
+            torch._foreach_lerp_(list(ema.parameters()), list(refiner.parameters()), 1 - ema_decay)
         # 4. log and checkpoint
         loop.end_step(step, lr, loss, {"loss": loss})
     return ema.eval()

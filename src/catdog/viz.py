@@ -49,22 +49,43 @@ def save_image_grid(images: np.ndarray, out_path, ncols: int = 8, scale: int = 2
 
 
 def visualize_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, labels: np.ndarray,
-                              out_path, psnr_db: float | None = None) -> Path:
-    """Originals in the top row, their reconstructions below, each column labelled cat/dog."""
+                              out_path, psnr_db: float | None = None, refined: np.ndarray | None = None) -> Path:
+    """Originals in the top row, their reconstructions below (then, if given, the refined
+    reconstructions), each column labelled cat/dog."""
     n = len(originals)
-    fig, axes = plt.subplots(2, n, figsize=(1.1 * n, 2.6), squeeze=False)
+    rows = [("original", originals), ("decoded", reconstructions)] + ([("refined", refined)] if refined is not None else [])
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n, 1.3 * len(rows)), squeeze=False)
     for i in range(n):
-        for row, images in enumerate((originals, reconstructions)):
+        for row, (_, images) in enumerate(rows):
             ax = axes[row, i]
             ax.imshow(images[i], interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
         axes[0, i].set_title(CLASS_NAMES[labels[i]], fontsize=8)
-    axes[0, 0].set_ylabel("original", fontsize=8)
-    axes[1, 0].set_ylabel("reconstruction", fontsize=8)
+    for row, (name, _) in enumerate(rows):
+        axes[row, 0].set_ylabel(name, fontsize=8)
     title = "Autoencoder reconstructions (test images)"
     if psnr_db is not None:
         title += f": test PSNR {psnr_db:.2f} dB"
     fig.suptitle(title, fontsize=10)
+    return _save(fig, out_path)
+
+
+def visualize_nearest(samples: np.ndarray, neighbours: dict[str, tuple[np.ndarray, np.ndarray]], out_path,
+                      title: str = "") -> Path:
+    """Each sample (N, 32, 32, 3) in a column, under it its nearest training image in each named space:
+    neighbours = {name: (images (N, 32, 32, 3), distances (N,))}."""
+    n, rows = len(samples), [("sample", samples, None)] + [(k, im, d) for k, (im, d) in neighbours.items()]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n, 1.45 * len(rows)), squeeze=False)
+    for row, (name, images, distances) in enumerate(rows):
+        for i in range(n):
+            ax = axes[row, i]
+            ax.imshow(images[i], interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if distances is not None:
+                ax.set_xlabel(f"{distances[i]:.3g}", fontsize=7)
+        axes[row, 0].set_ylabel(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _save(fig, out_path)
 
 

@@ -1,0 +1,55 @@
+"""Train a refiner for the shipped model's autoencoder: the generative decoding stage added to pretrained/.
+
+    python benchmarks/refine_pretrained.py --run-dir runs/pretrained_refined --refiner-train-steps 50000 \\
+        --refiner-widths 64,128,128 --refiner-ema-halflife-steps 1500 --refiner-warmup-steps 500
+
+Copies pretrained/ (weights, config, eval.json) into --run-dir once, then runs the pipeline's own
+latents and refiner stages there (the same code as `catdog run`; a rerun resumes from
+refiner_state.pt). Then: `catdog evaluate --run-dir DIR` measures it against pretrained/.
+"""
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from catdog.config import override  # noqa: E402
+from catdog.pipeline import Job, build_latents, build_refiner, prepare_run_dir  # noqa: E402
+from catdog.run_dir import RunPaths, load_autoencoder  # noqa: E402
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "pretrained_refined")
+parser.add_argument("--source", type=Path, default=ROOT / "pretrained")
+parser.add_argument("--refiner-train-steps", type=int, default=50000)
+parser.add_argument("--refiner-widths", default="64,128,128")
+parser.add_argument("--refiner-batch-size", type=int, default=64)
+parser.add_argument("--refiner-crop-px", type=int, default=16)
+parser.add_argument("--refiner-lr", type=float, default=1e-3)
+parser.add_argument("--refiner-warmup-steps", type=int, default=500)
+parser.add_argument("--refiner-ema-halflife-steps", type=int, default=1500)
+parser.add_argument("--checkpoint-every-steps", type=int, default=1000)
+parser.add_argument("--log-every-steps", type=int, default=500)
+args = parser.parse_args()
+torch.set_num_threads(2)
+
+paths = RunPaths(args.run_dir)
+if not paths.autoencoder.exists():
+    paths.root.mkdir(parents=True, exist_ok=True)
+    for name in ("autoencoder.safetensors", "diffusion.safetensors", "eval.json"):
+        shutil.copy(args.source / name, paths.root / name)
+autoencoder, config = load_autoencoder(paths.root)
+config = override(config, {
+    "refiner_train_steps": args.refiner_train_steps, "bf16": True, "compile": False,
+    "refiner_widths": tuple(int(w) for w in args.refiner_widths.split(",")),
+    "refiner_batch_size": args.refiner_batch_size, "refiner_crop_px": args.refiner_crop_px,
+    "refiner_lr": args.refiner_lr, "refiner_warmup_steps": args.refiner_warmup_steps,
+    "refiner_ema_halflife_steps": args.refiner_ema_halflife_steps,
+    "checkpoint_every_steps": args.checkpoint_every_steps, "log_every_steps": args.log_every_steps})
+prepare_run_dir(paths.root, config, force=False)
+job = Job(paths, config, None, torch.device("cpu"), {"autoencoder": autoencoder})
+build_latents(job)
+build_refiner(job)
