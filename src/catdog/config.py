@@ -110,14 +110,17 @@ PRESETS: dict[str, Config] = {
         RefinerConfig(refiner_train_steps=20, refiner_widths=(8, 16, 16), refiner_emb_dim=16,
                       refiner_batch_size=8, refiner_warmup_steps=5, refiner_ema_halflife_steps=5),
     ),
-    # the default without a GPU: FID 111.7 @2k, 11.8 min on 2 cores
-    "cpu": Config(),
+    # the default without a GPU: FID 111.7 @2k, 11.8 min on 2 cores before the refiner; its 2,400
+    # refiner steps cost ~63 ms each there (benchmarks/bench_refiner.py)
+    "cpu": Config(refiner=RefinerConfig(refiner_train_steps=2400)),
     # the cpu networks trained ~8x longer, for a pretrained model without a GPU: FID 95.8 @2k, 77 min on 2 cores
     "full": Config(
         AutoencoderConfig(ae_train_steps=26000, ae_batch_size=128, ae_warmup_steps=500),
         DiffusionConfig(diffusion_train_steps=10000, diffusion_batch_size=512, diffusion_warmup_steps=500,
                         ema_halflife_steps=600),
         RunConfig(checkpoint_every_steps=2000, log_every_steps=500),
+        RefinerConfig(refiner_train_steps=20000, refiner_widths=(64, 128, 128), refiner_warmup_steps=500,
+                      refiner_ema_halflife_steps=1000),
     ),
     # the default with CUDA, one H100 in ~6 min. Both weight files fit ~15 MB in fp16. Steps of such
     # small networks cost kernel launches, not arithmetic, so the batches are large and CUDA graphs
@@ -131,6 +134,8 @@ PRESETS: dict[str, Config] = {
                         diffusion_train_steps=20000, diffusion_batch_size=1024, diffusion_lr=1e-3,
                         diffusion_warmup_steps=500, ema_halflife_steps=1000),
         RunConfig(checkpoint_every_steps=4000, log_every_steps=1000, compile=True),
+        RefinerConfig(refiner_train_steps=20000, refiner_widths=(64, 128, 128), refiner_batch_size=256,
+                      refiner_crop_px=32, refiner_warmup_steps=500, refiner_ema_halflife_steps=1000),
     ),
 }
 
