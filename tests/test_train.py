@@ -43,3 +43,15 @@ def test_bf16_autocast_on_a_bf16_cpu_trains_and_keeps_float32_weights(tmp_path):
     assert all(p.dtype == torch.float32 for p in model.parameters())
     with autocast(cpu, False):
         assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_resume_drops_the_rows_logged_after_the_last_checkpoint(tmp_path):
+    """A run killed after logging step 30 but checkpointing at 20 logs 30 again when resumed: the
+    stale rows of that stage (and a line cut short by the kill) go, other stages' rows stay."""
+    from catdog.training_loop import drop_rows_after
+    rows = [{"stage": "autoencoder", "step": s} for s in (10, 20, 30)] + [{"stage": "diffusion", "step": 10}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"stage": "autoencoder", "st')
+    drop_rows_after(path, "autoencoder", 20)
+    kept = [json.loads(line) for line in path.read_text().splitlines()]
+    assert kept == rows[:2] + rows[3:]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -46,10 +47,11 @@ def load_state(path: Path, expected_config: dict, sections: tuple[str, ...]) -> 
     """Load a training state safely and check that its config matches in `sections`."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, pickle refused by weights_only, ...
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: unreadable or unsafe checkpoint ({reason[:200]}); "
+    except pickle.UnpicklingError:                               # weights_only refused a Python object
+        raise UserError(f"{path}: refused, it holds pickled Python objects that could run code; "
                         "delete it or rerun with --force") from None
+    except Exception as e:  # truncated zip, not a torch file, ...
+        raise UserError(f"{path}: unreadable checkpoint ({type(e).__name__}); delete it or rerun with --force") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path}: not a catdog checkpoint of format {FORMAT_VERSION}")
     check_config_matches(path, state.get("config", {}), expected_config, sections)
@@ -88,8 +90,10 @@ def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict, dict[str, s
             meta = dict(f.metadata() or {})
         tensors = load_file(str(path))
         config = json.loads(meta["config"])
-    except (SafetensorError, OSError, KeyError, ValueError) as e:
-        raise UserError(f"{path}: unreadable weights file ({type(e).__name__}: {e})") from None
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
+        raise UserError(f"{path}: unreadable weights file ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
+        raise UserError(f"{path}: its config metadata is not a catdog config (a JSON object of sections)")
     return tensors, config, meta
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -50,10 +51,30 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+INT_LIMIT = 2**62                       # every integer flag fits a 64-bit tensor, with room for seed + batch
+
+
+def _int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if abs(value) >= INT_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be below 2^62 in size, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
@@ -66,8 +87,8 @@ def _finite_float(text: str) -> float:
 
 def _int_tuple(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
+        return tuple(_int(v) for v in text.split(","))
+    except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
@@ -90,7 +111,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
             fields.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"(cpu: {default})")
             continue
-        kind = {"int": int, "float": _finite_float, "str": str}.get(f.type, _int_tuple)
+        kind = {"int": _int, "float": _finite_float, "str": str}.get(f.type, _int_tuple)
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         fields.add_argument(flag, dest=name, type=kind, default=None, metavar="V", help=f"(cpu: {shown})")
 
@@ -132,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=DefaultsFormatter, epilog=EXAMPLES)
     p.add_argument("--run-dir", type=Path, required=True, help="trained run folder (e.g. pretrained)")
     p.add_argument("--class", dest="class_name", required=True, help="cat or dog")
-    p.add_argument("--n", type=_positive_int, default=64, help="number of images")
+    p.add_argument("--n", type=_positive_int, default=64, help=f"number of images (at most {MAX_SAMPLE:,})")
     _add_sampling_flags(p)
     p.add_argument("--out", type=Path, default=None, help="PNG grid to write")
     p.add_argument("--npz", type=Path, default=None, help="also write raw uint8 images (key 'images')")
@@ -149,12 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="destination folder, e.g. pretrained")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16)")
+    p.add_argument("--force", action="store_true", help="replace an earlier export in --out")
 
     p = sub.add_parser("demo", help="a local web page to make, watch and probe samples",
                        formatter_class=DefaultsFormatter)
     p.add_argument("--run-dir", type=Path, default=Path("pretrained"), help="trained run folder")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (another host exposes the page)")
-    p.add_argument("--port", type=int, default=7860, help="port (0 picks a free one)")
+    p.add_argument("--port", type=_int, default=7860, help="port (0 picks a free one)")
     p.add_argument("--data", default=None, help="as for run (the training images for 'is it copying?')")
     p.add_argument("--device", default=None)
 
@@ -185,7 +207,7 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=_positive_int, default=None, help=f"DDIM steps (default: {d.steps})")
     p.add_argument("--guidance", type=_finite_float, default=d.guidance,
                    help="classifier-free guidance w; 1 = plain conditional")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the starting noise")
+    p.add_argument("--seed", type=_seed, default=d.seed, help="seed of the starting noise")
     p.add_argument("--refiner-steps", type=_positive_int, default=d.refiner_steps,
                    help="DDIM steps of the refiner (runs that have one)")
     p.add_argument("--no-refiner", dest="refiner", action="store_false",
@@ -204,6 +226,32 @@ def _float_tuple(text: str) -> tuple[float, ...]:
     return tuple(_finite_float(v) for v in text.split(","))
 
 
+MAX_SAMPLE = 100_000                    # images per `catdog sample` (300 MB of uint8)
+MAX_GRID = 4096                         # images in one PNG grid
+
+
+def check_output_file(path: Path, suffix: str, flag: str) -> None:
+    """Before any work: `path` ends in `suffix`, is not a folder, and its folder exists (or can be made)
+    and is writable, so that the file printed is the file written."""
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; give a file name ending in {suffix}")
+    if path.suffix.lower() != suffix:
+        raise UserError(f"{flag} {path}: the file name must end in {suffix}")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot create its folder ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"{flag} {path}: not writable")
+
+
+def check_output_folder(folder: Path) -> None:
+    """A run folder a command writes results into must be writable (checked before the work)."""
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{folder}: not writable, so its results (eval.json, figures/) cannot be saved")
+
+
 def cmd_evaluate(args) -> int:
     from catdog.device import pick_device
     from catdog.evaluate import evaluate_run, evaluate_samples_file, format_table
@@ -213,8 +261,11 @@ def cmd_evaluate(args) -> int:
     if args.samples is not None:
         result = evaluate_samples_file(args.samples, **common)
     elif args.run_dir is not None:
-        result = evaluate_run(args.run_dir, args.n, sample_config(args), sweep_guidance=args.sweep_guidance,
-                              sweep_steps=args.sweep_steps, **common)
+        from catdog.run_dir import locked, require_run
+        check_output_folder(require_run(args.run_dir, "autoencoder").root)
+        with locked(args.run_dir, "evaluate"):
+            result = evaluate_run(args.run_dir, args.n, sample_config(args), sweep_guidance=args.sweep_guidance,
+                                  sweep_steps=args.sweep_steps, **common)
         print(f"wrote {Path(args.run_dir) / 'eval.json'}")
     else:
         raise UserError("give --run-dir DIR (a trained run) or --samples FILE.npz")
@@ -252,6 +303,15 @@ def cmd_sample(args) -> int:
     sample = sample_config(args)
     if args.out is None and args.npz is None:
         raise UserError("nothing to write: give --out FILE.png and/or --npz FILE.npz")
+    if args.n > MAX_SAMPLE:
+        raise UserError(f"--n {args.n}: at most {MAX_SAMPLE:,} images per command (a bound on memory); "
+                        "run it several times with other seeds")
+    if args.out is not None:
+        check_output_file(args.out, ".png", "--out")
+        if args.n > MAX_GRID:
+            raise UserError(f"--out: a PNG grid holds at most {MAX_GRID:,} images; use --npz for more")
+    if args.npz is not None:
+        check_output_file(args.npz, ".npz", "--npz")
     run = load_run(args.run_dir, pick_device(args.device))
     validate_sampling(sample, run.diffusion.n_steps)
     images = run.generate(np.full(args.n, class_id), sample, progress=True)
@@ -259,7 +319,6 @@ def cmd_sample(args) -> int:
         save_image_grid(images, args.out)
         print(f"wrote {args.out}")
     if args.npz is not None:
-        args.npz.parent.mkdir(parents=True, exist_ok=True)
         np.savez(args.npz, images=images, labels=np.full(args.n, class_id, dtype=np.int64))
         print(f"wrote {args.npz}: images {images.shape} uint8")
     return 0
@@ -267,7 +326,7 @@ def cmd_sample(args) -> int:
 
 def cmd_export(args) -> int:
     from catdog.run_dir import export_run
-    for path in export_run(args.run_dir, args.out, fp16=not args.fp32):
+    for path in export_run(args.run_dir, args.out, fp16=not args.fp32, force=args.force):
         print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
@@ -275,9 +334,13 @@ def cmd_export(args) -> int:
 def cmd_visualize(args) -> int:
     from catdog.device import pick_device
     from catdog.figures import write_all_figures
-    from catdog.run_dir import require_run
+    from catdog.run_dir import locked, require_run
     paths = require_run(args.run_dir, "autoencoder", "diffusion")
-    for path in write_all_figures(paths, args.data, pick_device(args.device), sample_config(args)):
+    sample = sample_config(args)
+    check_output_folder(paths.root)
+    with locked(paths.root, "visualize"):
+        written = write_all_figures(paths, args.data, pick_device(args.device), sample)
+    for path in written:
         print(path)
     return 0
 

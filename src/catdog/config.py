@@ -158,9 +158,15 @@ def config_from_dict(d: dict) -> Config:
     """Inverse of config_to_dict; unknown keys are an error, missing keys take defaults."""
     if not isinstance(d, dict):
         raise UserError(f"config must be a JSON object, got {type(d).__name__}")
+    unknown_sections = set(d) - set(_PART_CLASSES)
+    if unknown_sections:
+        raise UserError(f"unknown config section(s) {sorted(unknown_sections)}")
     parts = {}
     for section, cls in _PART_CLASSES.items():
-        given = dict(d.get(section) or {})
+        given = d.get(section) or {}
+        if not isinstance(given, dict):
+            raise UserError(f"config section '{section}' must be a JSON object")
+        given = dict(given)
         for name in _RETIRED_ANY.get(section, ()):
             given.pop(name, None)
         for name, off in _RETIRED_OFF.get(section, {}).items():
@@ -171,13 +177,27 @@ def config_from_dict(d: dict) -> Config:
         unknown = set(given) - known
         if unknown:
             raise UserError(f"unknown config field(s) {sorted(unknown)} in section '{section}'")
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
         for name, value in given.items():
-            if isinstance(value, list):
-                given[name] = tuple(value)
+            given[name] = _typed(section, name, types[name], value)
         parts[section] = cls(**given)
     config = Config(**parts)
     validate(config)
     return config
+
+
+def _typed(section: str, name: str, kind: str, value):
+    """A stored field value of the declared type (a list becomes a tuple), else a UserError."""
+    ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+          "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+          "bool": isinstance(value, bool),
+          "str": isinstance(value, str)}.get(kind)
+    if ok is None:                                                  # tuple[int, ...]
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        value = tuple(value) if ok else value
+    if not ok:
+        raise UserError(f"config field {section}.{name} must be {kind}, got {value!r:.60}")
+    return float(value) if kind == "float" else value
 
 
 def all_fields() -> list[tuple[str, str, dataclasses.Field]]:
@@ -216,6 +236,29 @@ def validate(config: Config) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    rates = {"ae_lr": ae.ae_lr, "diffusion_lr": dif.diffusion_lr, "refiner_lr": ref.refiner_lr,
+             "grad_clip": run.grad_clip}
+    for name, value in rates.items():
+        if not 0 < value < 1e3:
+            raise UserError(f"--{name.replace('_', '-')} must be in (0, 1000), got {value}")
+    non_negative = {"ae_warmup_steps": ae.ae_warmup_steps, "diffusion_warmup_steps": dif.diffusion_warmup_steps,
+                    "refiner_warmup_steps": ref.refiner_warmup_steps, "ae_weight_decay": ae.ae_weight_decay,
+                    "diffusion_weight_decay": dif.diffusion_weight_decay, "latent_noise_std": ae.latent_noise_std,
+                    "min_snr_gamma": dif.min_snr_gamma, "adv_start_step": ae.adv_start_step, "seed": run.seed}
+    for name, value in non_negative.items():
+        if value < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    # sizes no 2-core laptop or one GPU could allocate are refused now, not minutes into training
+    sizes = {"latent_dim": (ae.latent_dim, 4096), "ae_batch_size": (ae.ae_batch_size, 65536),
+             "diffusion_batch_size": (dif.diffusion_batch_size, 1 << 20),
+             "refiner_batch_size": (ref.refiner_batch_size, 65536), "n_steps": (dif.n_steps, 100_000),
+             "emb_dim": (dif.emb_dim, 8192), "refiner_emb_dim": (ref.refiner_emb_dim, 8192),
+             "ae_blocks": (ae.ae_blocks, 64), "unet_blocks": (dif.unet_blocks, 64),
+             "ae_channels": (max(ae.ae_channels), 4096), "unet_widths": (max(dif.unet_widths or (1,)), 65536),
+             "refiner_widths": (max(ref.refiner_widths or (4,)), 4096), "disc_width": (ae.disc_width, 4096)}
+    for name, (value, limit) in sizes.items():
+        if value > limit:
+            raise UserError(f"--{name.replace('_', '-')} {value} is too large (at most {limit:,})")
     if len(ae.ae_channels) != 4 or min(ae.ae_channels) <= 0:
         raise UserError("--ae-channels needs 4 positive widths (for 32, 16, 8 and 4 px)")
     if not dif.unet_widths or min(dif.unet_widths) <= 0:

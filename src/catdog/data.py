@@ -83,17 +83,27 @@ def _load(split: str, data) -> tuple[np.ndarray, np.ndarray]:
 
 def load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Read `{split}_images` / `{split}_labels` from an .npz, refusing pickled objects."""
+    arrays = read_npz(path, (f"{split}_images", f"{split}_labels"))
+    return arrays[f"{split}_images"], arrays[f"{split}_labels"]
+
+
+def read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named arrays of an .npz file; a missing key, a corrupt file or pickled Python objects (never
+    loaded) are a UserError naming the file."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            keys = (f"{split}_images", f"{split}_labels")
             missing = [k for k in keys if k not in f.files]
             if missing:
                 raise UserError(f"{path}: missing key(s) {missing}; has {sorted(f.files)}")
-            return f[keys[0]], f[keys[1]]
+            return {k: f[k] for k in keys}
     except UserError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise UserError(f"{path}: unreadable .npz ({type(e).__name__}: {e})") from None
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise UserError(f"{path}: refused, it holds pickled Python objects, not plain arrays") from None
+        raise UserError(f"{path}: unreadable .npz ({type(e).__name__})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise UserError(f"{path}: unreadable .npz ({type(e).__name__}: {str(e)[:120]})") from None
 
 
 def _find_binary_folder(path: Path) -> Path:
@@ -171,6 +181,17 @@ def check_images(images: np.ndarray, labels: np.ndarray | None, what: str) -> No
         raise UserError(f"{what}: labels must have shape ({len(images)},), got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer) or not np.isin(labels, (CAT, DOG)).all():
         raise UserError(f"{what}: labels must be 0 (cat) or 1 (dog)")
+
+
+def check_training_data(data=None, min_per_class: int = 2) -> None:
+    """Refuse, before any training, data a run cannot finish with: every split needs both classes, at
+    least `min_per_class` images of each (the latent probe and the figures compare the classes)."""
+    for split in ("train", "test"):
+        images, labels = create_cat_dog_dataset(split, data)
+        counts = [int((labels == c).sum()) for c in range(len(CLASS_NAMES))]
+        if min(counts) < min_per_class:
+            found = ", ".join(f"{n} {name}s" for n, name in zip(counts, CLASS_NAMES))
+            raise UserError(f"{split} split has {found}; a run needs at least {min_per_class} of each class")
 
 
 def class_index(name: str) -> int:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from catdog.config import SampleConfig, config_to_dict, validate_sampling
-from catdog.data import CLASS_NAMES, cache_dir, check_images, create_cat_dog_dataset
+from catdog.data import CLASS_NAMES, cache_dir, check_images, create_cat_dog_dataset, read_npz
 from catdog.errors import UserError
 from catdog.fid import (feature_stats, frechet_distance, inception_features, kernel_inception_distance,
                         load_inception, load_stats, save_stats)
@@ -191,11 +191,10 @@ def copying(samples: np.ndarray, test_images: np.ndarray, train_images: np.ndarr
 def evaluate_samples_file(path: Path, data=None, ref_stats=None, inception=None, judge_path=None,
                           device=torch.device("cpu"), skip_fid: bool = False) -> dict:
     """Score images from any generator: an .npz with `images` uint8 (n, 32, 32, 3) and `labels` 0/1."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            images, labels = f["images"], f["labels"]
-    except (OSError, KeyError, ValueError) as e:
-        raise UserError(f"{path}: needs arrays 'images' and 'labels' ({type(e).__name__}: {e})") from None
+    if not Path(path).is_file():
+        raise UserError(f"--samples {path}: no such file")
+    arrays = read_npz(path, ("images", "labels"))
+    images, labels = arrays["images"], arrays["labels"]
     check_images(images, labels, str(path))
     fid = None if skip_fid else FidScorer(data, ref_stats, inception, device)
     return {"samples": str(path), **score_samples(images, labels, load_judge(judge_path), fid)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,13 +23,13 @@ from tqdm import tqdm
 
 from catdog.checkpoint import check_config_matches, load_weights, save_weights
 from catdog.config import Config, SampleConfig, config_to_dict, validate_sampling
-from catdog.data import create_cat_dog_dataset
+from catdog.data import check_training_data, create_cat_dog_dataset
 from catdog.device import pick_device
 from catdog.distributed import current_world
 from catdog.errors import UserError
 from catdog.figures import write_all_figures
-from catdog.run_dir import (RunPaths, encode_dataset, file_digest, load_autoencoder, load_diffusion,
-                            load_refiner, read_latents, write_latents)
+from catdog.run_dir import (RunPaths, check_writable_run, encode_dataset, file_digest, load_autoencoder,
+                            load_diffusion, load_refiner, locked, read_latents, remove_owned, write_latents)
 from catdog.train import train_autoencoder, train_diffusion, train_refiner
 
 
@@ -169,17 +170,19 @@ def clear_after(name: str, paths: RunPaths) -> None:
 
 
 def prepare_run_dir(run_dir: Path, config: Config, force: bool) -> RunPaths:
-    """Create the folder, write config.json; with force, delete every trained artifact (rank 0)."""
+    """Claim the folder (missing, empty or a catdog run) and write config.json; with force, first
+    delete every file catdog wrote there, and say which (rank 0)."""
     paths = RunPaths(Path(run_dir))
     world = current_world()
     if not world.is_main:
         world.barrier()
         return paths
+    check_writable_run(paths.root)
     try:
         paths.root.mkdir(parents=True, exist_ok=True)
         if force:
-            for attr in [a for s in STAGES for a in s.artifacts] + ["metrics", "eval"]:
-                getattr(paths, attr).unlink(missing_ok=True)
+            removed = remove_owned(paths)
+            say(f"[run] --force removed: {', '.join(removed) if removed else 'nothing (no trained stage yet)'}")
         paths.config.write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
     except OSError as e:
         raise UserError(f"--run-dir {paths.root}: cannot write ({e.strerror or e})") from None
@@ -198,13 +201,16 @@ def run_all(config: Config, run_dir: Path, data=None, device_name: str | None = 
         raise UserError(f"--compile needs CUDA, this run is on {device}; add --no-compile")
     if figures:
         validate_sampling(sample, config.diffusion.n_steps)
-    paths = prepare_run_dir(run_dir, config, force)
-    say(f"[run] {paths.root} on {device}" + (f", {world.size} processes" if world.size > 1 else ""))
-    job = Job(paths, config, data, device)
-    names = [s.name for s in STAGES]
-    for stage in STAGES[:names.index(until) + 1]:
-        stage.build(job)
-    if figures and world.is_main:
-        write_all_figures(paths, data, device, sample)
-    world.barrier()                                               # no rank leaves while rank 0 works
+    check_training_data(data)
+    check_writable_run(run_dir)
+    with locked(run_dir, "run") if world.is_main else nullcontext():   # one command per folder
+        paths = prepare_run_dir(run_dir, config, force)
+        say(f"[run] {paths.root} on {device}" + (f", {world.size} processes" if world.size > 1 else ""))
+        job = Job(paths, config, data, device)
+        names = [s.name for s in STAGES]
+        for stage in STAGES[:names.index(until) + 1]:
+            stage.build(job)
+        if figures and world.is_main:
+            write_all_figures(paths, data, device, sample)
+        world.barrier()                                           # no rank leaves while rank 0 works
     return paths

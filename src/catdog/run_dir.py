@@ -13,14 +13,23 @@ on training. The files:
     metrics.jsonl              one line per logging interval
     eval.json                  what `catdog evaluate` measured
     figures/                   see figures.py
+    .lock                      held (flock) by the command writing into the folder; names it
+
+A folder is a catdog run if its config.json is a catdog config. Commands write only into a missing or
+empty folder or a run of their own, clear only the files above, and one at a time (`locked`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -61,6 +70,14 @@ class RunPaths:
     def eval(self) -> Path: return self.root / "eval.json"
     @property
     def figures(self) -> Path: return self.root / "figures"
+    @property
+    def lock(self) -> Path: return self.root / ".lock"
+
+    def owned(self) -> list[Path]:
+        """Every file or folder of this run that catdog wrote and may delete (those that exist)."""
+        names = ("config", "autoencoder", "ae_state", "latents", "diffusion", "diffusion_state", "refiner",
+                 "refiner_state", "metrics", "eval", "figures")
+        return [getattr(self, n) for n in names if getattr(self, n).exists()]
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,66 @@ class Run:
         x_hat = self.autoencoder.reconstruct_x(images).clamp(-1, 1)
         y = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=x_hat.device)
         return to_uint8(self.refiner.refine(x_hat, y, sample.seed + REFINER_SEED_OFFSET, sample.refiner_steps))
+
+
+def is_catdog_run(root: Path) -> bool:
+    """Whether root holds a config.json that catdog wrote (a catdog config)."""
+    try:
+        stored = json.loads((Path(root) / "config.json").read_text())
+        config_from_dict(stored)
+        return isinstance(stored, dict) and "ae" in stored
+    except (OSError, ValueError, UserError):
+        return False
+
+
+def check_writable_run(root: Path, what: str = "--run-dir") -> None:
+    """A folder catdog may write a run into: missing, empty (but for a lock), or a catdog run."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{what} {root}: is a file, not a folder")
+    if root.is_dir() and any(p.name != ".lock" for p in root.iterdir()) and not is_catdog_run(root):
+        raise UserError(f"{what} {root}: not empty and not a catdog run folder (no catdog config.json); "
+                        "choose a new or empty folder")
+
+
+def remove_owned(paths: RunPaths, keep: tuple[Path, ...] = ()) -> list[str]:
+    """Delete catdog's own files in a run folder (never anything else); their names."""
+    removed = []
+    for path in paths.owned():
+        if path in keep:
+            continue
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        removed.append(path.name)
+    return removed
+
+
+@contextmanager
+def locked(root: Path, command: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock on a run folder while a command writes into it. The kernel
+    releases it when the process ends however it ends, so a killed command never blocks the next."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = open(root / ".lock", "a+")
+    except OSError as e:
+        raise UserError(f"{root}: cannot write ({e.strerror or e})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise UserError(f"{root} is in use by {holder}; wait for it to finish (one command per run folder)") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"catdog {command} (pid {os.getpid()})")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.truncate(0)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def file_digest(path: Path) -> str:
@@ -195,28 +272,47 @@ def unmirrored(latents: dict[str, torch.Tensor], hflip: bool) -> tuple[torch.Ten
 
 
 # --- export ---------------------------------------------------------------------------------
-def export_run(run_dir: Path, out_dir: Path, fp16: bool = True) -> list[Path]:
+def export_run(run_dir: Path, out_dir: Path, fp16: bool = True, force: bool = False) -> list[Path]:
     """A slim copy of a trained run for sampling and evaluation: its weight files (optionally fp16),
     config, metrics log and eval.json; no training state, latent cache or figures. The exported
-    diffusion and refiner name the exported autoencoder file, so the copy is a consistent run."""
+    diffusion and refiner name the exported autoencoder file, so the copy is a consistent run.
+    The target is a new or empty folder, or (with force) an earlier export, never the run itself."""
     src, dst = require_run(run_dir, "autoencoder", "diffusion"), RunPaths(Path(out_dir))
-    dst.root.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in ("autoencoder", "diffusion", "refiner"):
-        if not getattr(src, name).is_file():
-            continue
-        tensors, config, meta = load_weights(getattr(src, name))
-        if fp16:
-            tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-        extra = {k: v for k, v in meta.items() if k not in ("config", "format_version")}
-        if "autoencoder_sha256" in extra:
-            extra["autoencoder_sha256"] = file_digest(dst.autoencoder)
-        save_weights(getattr(dst, name), tensors, config, **extra, exported_from=str(src.root),
-                     dtype="float16" if fp16 else "float32")
-        written.append(getattr(dst, name))
-    for path in (src.metrics, src.eval):
-        if path.is_file():
-            (dst.root / path.name).write_bytes(path.read_bytes())
-            written.append(dst.root / path.name)
-    dst.config.write_text(json.dumps(config, indent=2) + "\n")
+    if dst.root.resolve() == src.root.resolve():
+        raise UserError(f"--out {dst.root}: is the run folder itself; export into another folder")
+    if dst.root.exists() and not dst.root.is_dir():
+        raise UserError(f"--out {dst.root}: is a file, not a folder")
+    if dst.root.is_dir() and any(p.name != ".lock" for p in dst.root.iterdir()):
+        if not is_export(dst):
+            raise UserError(f"--out {dst.root}: not empty and not an earlier catdog export; choose a new folder")
+        if not force:
+            raise UserError(f"--out {dst.root}: holds an earlier export; add --force to replace it")
+    with locked(dst.root, "export"):
+        remove_owned(dst)
+        written = []
+        for name in ("autoencoder", "diffusion", "refiner"):
+            if not getattr(src, name).is_file():
+                continue
+            tensors, config, meta = load_weights(getattr(src, name))
+            if fp16:
+                tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+            extra = {k: v for k, v in meta.items() if k not in ("config", "format_version")}
+            if "autoencoder_sha256" in extra:
+                extra["autoencoder_sha256"] = file_digest(dst.autoencoder)
+            save_weights(getattr(dst, name), tensors, config, **extra, exported_from=str(src.root),
+                         dtype="float16" if fp16 else "float32")
+            written.append(getattr(dst, name))
+        for path in (src.metrics, src.eval):
+            if path.is_file():
+                (dst.root / path.name).write_bytes(path.read_bytes())
+                written.append(dst.root / path.name)
+        dst.config.write_text(json.dumps(config, indent=2) + "\n")
     return written + [dst.config]
+
+
+def is_export(paths: RunPaths) -> bool:
+    """Whether a folder holds a `catdog export` (its autoencoder file records where it came from)."""
+    try:
+        return "exported_from" in load_weights(paths.autoencoder)[2]
+    except UserError:
+        return False

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from catdog.data import NULL_CLASS, to_uint8
 from catdog.diffusion import ConditionalDenoiseDiffusion
+from catdog.errors import UserError
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -134,6 +135,9 @@ def generate_images(autoencoder, diffusion: ConditionalDenoiseDiffusion, labels,
     for i, start in enumerate(tqdm(starts, desc="sampling", disable=None if progress else True)):
         y = labels[start:start + batch_size].to(device)
         z = sample_latents(diffusion, y, seed + i, steps, guidance, sampler=sampler)
+        if not torch.isfinite(z).all():                          # would decode to black images
+            raise UserError(f"sampling diverged to non-finite values (guidance {guidance:g}); "
+                            "use a smaller guidance")
         x = autoencoder.decode_latents(z)
         if refiner is not None:
             x = refiner.refine(x, y, seed + i + REFINER_SEED_OFFSET, refiner_steps)

@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 from tqdm import tqdm
 
-from catdog.checkpoint import load_state, save_state
+from catdog.checkpoint import atomic_write, load_state, save_state
 from catdog.config import Config, config_to_dict
 from catdog.distributed import current_world
 from catdog.errors import UserError
@@ -83,6 +83,25 @@ class MetricsLog:
         return record
 
 
+def drop_rows_after(metrics_path: Path, stage: str, step: int) -> None:
+    """Remove the rows a killed run logged for `stage` after its last checkpoint (`step`): the resumed
+    run logs them again, so no row is ever duplicated."""
+    if not metrics_path.is_file():
+        return
+    lines = metrics_path.read_text().splitlines(keepends=True)
+
+    def later(line: str) -> bool:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            return True                                            # a line cut short by the kill
+        return row.get("stage") == stage and row.get("step", 0) > step
+
+    kept = [line for line in lines if not later(line)]
+    if len(kept) != len(lines):
+        atomic_write(metrics_path, lambda tmp: Path(tmp).write_text("".join(kept)))
+
+
 class FiniteGuard:
     """Remembers the first step whose loss was not finite without a GPU sync per step; `check`,
     called before anything is logged or saved, stops the run there. The last good checkpoint stays."""
@@ -131,6 +150,7 @@ class TrainingLoop:
         self.generator.set_state(saved["rng"])
         if self.world.is_main:
             tqdm.write(f"[{self.stage}] resuming from {self.state_path} at step {saved['step']}")
+            drop_rows_after(self.metrics_path, self.stage, saved["step"])
         return saved["step"]
 
     def steps(self) -> Iterator[tuple[int, float]]:
