@@ -163,7 +163,7 @@ def evaluate_run(run_dir: Path, n: int, sample: SampleConfig = SampleConfig(), d
     if settings and result["refiner"]:
         settings.insert(1, ("unrefined", replace(sample, refiner=False)))
     for key, s in settings:
-        images, sampled = run.generate(labels, s, return_latents=True)
+        images, sampled = run.generate(labels, s, progress=True, return_latents=True)
         row = {**score_samples(images, labels, judge, fid),
                "latent_class_fidelity": float((probe.predict(sampled) == labels).mean())}
         if key == "main":

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from catdog.errors import UserError
+from catdog.progress import progress
 
 INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 INCEPTION_SIZE = 299
@@ -80,7 +80,7 @@ def inception_features(images: np.ndarray, inception=None, device: torch.device 
     """Pool3 features float64 (N, 2048) of uint8 images (N, 32, 32, 3)."""
     net = inception if inception is not None else load_inception(device=device)
     out = []
-    for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=None, mininterval=5):
+    for i in progress(range(0, len(images), batch_size), desc=desc):
         out.append(net(preprocess(images[i:i + batch_size]).to(device)).double().cpu().numpy())
     return np.concatenate(out)
 

@@ -15,11 +15,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from catdog.data import NULL_CLASS, to_uint8
 from catdog.diffusion import ConditionalDenoiseDiffusion
 from catdog.errors import UserError
+from catdog.progress import progress as progress_of
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -132,7 +132,7 @@ def generate_images(autoencoder, diffusion: ConditionalDenoiseDiffusion, labels,
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     images, latents = [], []
     starts = range(0, len(labels), batch_size)
-    for i, start in enumerate(tqdm(starts, desc="sampling", disable=None if progress else True)):
+    for i, start in enumerate(progress_of(starts, "sampling", enabled=progress)):
         y = labels[start:start + batch_size].to(device)
         z = sample_latents(diffusion, y, seed + i, steps, guidance, sampler=sampler)
         if not torch.isfinite(z).all():                          # would decode to black images
