@@ -90,59 +90,58 @@ def build_latents(job: Job) -> None:
     job.products["latents"] = latents
 
 
+def trained_already(job: Job, name: str, load, sections: tuple[str, ...]) -> bool:
+    """Whether stage `name`'s weights exist; if so they must match this config and autoencoder."""
+    path = getattr(job.paths, name)
+    if not path.exists():
+        return False
+    _, trained = load(job.paths.root, job.device)
+    check_config_matches(path, config_to_dict(trained), config_to_dict(job.config), sections)
+    if load_weights(path)[2].get("autoencoder_sha256") != file_digest(job.paths.autoencoder):
+        raise UserError(f"{path} belongs to a different autoencoder; rerun with --force")
+    say(f"[{name}] trained already: {path} (use --force to retrain)")
+    return True
+
+
+def save_stage(job: Job, name: str, model: torch.nn.Module, start: float) -> None:
+    """Rank 0 writes the finished stage's (EMA) weights, naming their autoencoder, and drops its state."""
+    paths = job.paths
+    if current_world().is_main:
+        save_weights(getattr(paths, name), model.state_dict(), config_to_dict(job.config),
+                     autoencoder_sha256=file_digest(paths.autoencoder))
+        getattr(paths, f"{name}_state").unlink(missing_ok=True)
+        say(f"[{name}] trained in {time.perf_counter() - start:.0f} s -> {getattr(paths, name)}")
+    current_world().barrier()
+
+
 def build_diffusion(job: Job) -> None:
     """Load the run's diffusion model if trained with this config and AE; otherwise train it."""
-    paths, config, world = job.paths, job.config, current_world()
-    ae_digest = file_digest(paths.autoencoder)
-    if paths.diffusion.exists():
-        _, trained = load_diffusion(paths.root, job.device)
-        check_config_matches(paths.diffusion, config_to_dict(trained), config_to_dict(config),
-                             ("ae", "diffusion"))
-        if load_weights(paths.diffusion)[2].get("autoencoder_sha256") != ae_digest:
-            raise UserError(f"{paths.diffusion} belongs to a different autoencoder; rerun with --force")
-        say(f"[diffusion] trained already: {paths.diffusion} (use --force to retrain)")
+    if trained_already(job, "diffusion", load_diffusion, ("ae", "diffusion")):
         return
-    clear_after("diffusion", paths)
+    clear_after("diffusion", job.paths)
     start = time.perf_counter()
     latents = job.products["latents"]
     z = job.products["autoencoder"].normalize(latents["train_latents"].to(job.device)).cpu()
-    ema = train_diffusion(config, z, latents["train_labels"].long(), paths.diffusion_state,
-                          paths.metrics, job.device)
-    if world.is_main:
-        save_weights(paths.diffusion, ema.state_dict(), config_to_dict(config), autoencoder_sha256=ae_digest)
-        paths.diffusion_state.unlink(missing_ok=True)
-        say(f"[diffusion] trained in {time.perf_counter() - start:.0f} s -> {paths.diffusion}")
-    world.barrier()
+    ema = train_diffusion(job.config, z, latents["train_labels"].long(), job.paths.diffusion_state,
+                          job.paths.metrics, job.device)
+    save_stage(job, "diffusion", ema, start)
 
 
 def build_refiner(job: Job) -> None:
     """Load the run's refiner if trained with this config and AE; otherwise train it on the decoder's
     outputs for the cached training latents (images and mirrors). Skipped if refiner_train_steps is 0."""
-    paths, config, world = job.paths, job.config, current_world()
-    if config.refiner.refiner_train_steps == 0:
+    if job.config.refiner.refiner_train_steps == 0 or trained_already(job, "refiner", load_refiner, ("ae", "refiner")):
         return
-    ae_digest = file_digest(paths.autoencoder)
-    if paths.refiner.exists():
-        _, trained = load_refiner(paths.root, job.device)
-        check_config_matches(paths.refiner, config_to_dict(trained), config_to_dict(config), ("ae", "refiner"))
-        if load_weights(paths.refiner)[2].get("autoencoder_sha256") != ae_digest:
-            raise UserError(f"{paths.refiner} belongs to a different autoencoder; rerun with --force")
-        say(f"[refiner] trained already: {paths.refiner} (use --force to retrain)")
-        return
-    clear_after("refiner", paths)
+    clear_after("refiner", job.paths)
     start = time.perf_counter()
     autoencoder, latents = job.products["autoencoder"], job.products["latents"]
     x_hat = autoencoder.decode_latents(autoencoder.normalize(latents["train_latents"].to(job.device))).cpu()
     images = create_cat_dog_dataset("train", job.data)[0]
     if len(x_hat) == 2 * len(images):                             # the cache holds mirrored images too
         images = np.concatenate([images, images[:, :, ::-1]])
-    ema = train_refiner(config, images, x_hat, latents["train_labels"], paths.refiner_state, paths.metrics,
-                        job.device)
-    if world.is_main:
-        save_weights(paths.refiner, ema.state_dict(), config_to_dict(config), autoencoder_sha256=ae_digest)
-        paths.refiner_state.unlink(missing_ok=True)
-        say(f"[refiner] trained in {time.perf_counter() - start:.0f} s -> {paths.refiner}")
-    world.barrier()
+    ema = train_refiner(job.config, images, x_hat, latents["train_labels"], job.paths.refiner_state,
+                        job.paths.metrics, job.device)
+    save_stage(job, "refiner", ema, start)
 
 
 @dataclass(frozen=True)

@@ -187,33 +187,27 @@ def require_run(run_dir: Path, *files: str) -> RunPaths:
 def load_autoencoder(run_dir: Path, device: torch.device = torch.device("cpu")
                      ) -> tuple[SimpleAutoencoder, Config]:
     """The trained autoencoder of a run folder and the config it was trained with."""
-    path = RunPaths(Path(run_dir)).autoencoder
-    tensors, config_dict, _ = load_weights(path)
-    config = _config_of(path, config_dict)
-    model = SimpleAutoencoder(config.ae)
-    load_into(model, {k: v.float() for k, v in tensors.items()}, path)
-    return model.to(device).eval(), config
+    return _load(RunPaths(Path(run_dir)).autoencoder, lambda c: SimpleAutoencoder(c.ae), device)
 
 
 def load_diffusion(run_dir: Path, device: torch.device = torch.device("cpu")
                    ) -> tuple[ConditionalDenoiseDiffusion, Config]:
     """The trained (EMA) diffusion model of a run folder and its config."""
-    path = RunPaths(Path(run_dir)).diffusion
-    tensors, config_dict, _ = load_weights(path)
-    config = _config_of(path, config_dict)
-    diffusion = build_diffusion(config.ae.latent_dim, config.diffusion)
-    load_into(diffusion, {k: v.float() for k, v in tensors.items()}, path)
-    return diffusion.to(device).eval(), config
+    return _load(RunPaths(Path(run_dir)).diffusion, lambda c: build_diffusion(c.ae.latent_dim, c.diffusion), device)
 
 
 def load_refiner(run_dir: Path, device: torch.device = torch.device("cpu")) -> tuple[Refiner, Config]:
     """The trained (EMA) refiner of a run folder and its config."""
-    path = RunPaths(Path(run_dir)).refiner
+    return _load(RunPaths(Path(run_dir)).refiner, lambda c: Refiner(c.refiner), device)
+
+
+def _load(path: Path, build, device: torch.device):
+    """Weights file -> (the module `build(config)` makes, in float32 on device, eval mode; its config)."""
     tensors, config_dict, _ = load_weights(path)
     config = _config_of(path, config_dict)
-    refiner = Refiner(config.refiner)
-    load_into(refiner, {k: v.float() for k, v in tensors.items()}, path)
-    return refiner.to(device).eval(), config
+    module = build(config)
+    load_into(module, {k: v.float() for k, v in tensors.items()}, path)
+    return module.to(device).eval(), config
 
 
 def _config_of(path: Path, config_dict: dict) -> Config:
