@@ -290,7 +290,7 @@ def export_run(run_dir: Path, out_dir: Path, fp16: bool = True, force: bool = Fa
             tensors, config, meta = load_weights(getattr(src, name))
             if fp16:
                 tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-            extra = {k: v for k, v in meta.items() if k not in ("config", "format_version")}
+            extra = {k: v for k, v in meta.items() if k not in ("config", "format_version", "exported_from", "dtype")}
             if "autoencoder_sha256" in extra:
                 extra["autoencoder_sha256"] = file_digest(dst.autoencoder)
             save_weights(getattr(dst, name), tensors, config, **extra, exported_from=str(src.root),
