@@ -2,7 +2,6 @@
 real headless Chromium. Oracles: `catdog sample` for the same settings; the guided sampler for the
 ends of the cat-dog morph; the upload rules in demo.py. Run: pytest tests/test_demo.py"""
 
-import base64
 import io
 import json
 import os
@@ -15,7 +14,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from catdog.cli import main

@@ -80,7 +80,8 @@ def test_force_clears_only_catdogs_files_and_says_which(trained, capsys):
     (trained / "notes.txt").write_text("mine")
     (trained / "eval.json").write_text("{}")
     assert main(["train-ae", "--preset", "tiny", "--run-dir", str(trained), "--force"]) == 0
-    out = capsys.readouterr().out + capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "--force removed:" in said.out + said.err and "eval.json" in said.out + said.err
     assert (trained / "notes.txt").read_text() == "mine"
     assert not (trained / "eval.json").exists() and not (trained / "diffusion.safetensors").exists()
 

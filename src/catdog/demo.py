@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-import time
 import warnings
 from dataclasses import dataclass
 
@@ -166,10 +165,3 @@ def read_upload(upload: bytes) -> np.ndarray:
     box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
     square = image.convert("RGB").crop(box)
     return np.array(square.resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=2.0), dtype=np.uint8)
-
-
-def timed(fn, *args, **kwargs):
-    """(fn's result, seconds it took)."""
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
