@@ -139,6 +139,7 @@ def test_one_class_only_is_refused_up_front(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_a_handful_of_images_trains_every_stage_and_draws_every_figure(tmp_path):
     data = _data(tmp_path, 3, 2)
     assert main(["run", "--preset", "tiny", "--run-dir", str(tmp_path / "r"), "--data", str(data)]) == 0

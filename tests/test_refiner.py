@@ -46,6 +46,7 @@ def _pairs(n=16):
     return images, x_hat, labels
 
 
+@pytest.mark.slow
 def test_a_tiny_batch_overfits(tmp_path):
     images, x_hat, labels = _pairs(8)
     config = override(TINY, {"refiner_train_steps": 300, "refiner_batch_size": 8, "refiner_widths": (16, 32, 32),
@@ -104,6 +105,7 @@ def test_the_stage_is_part_of_the_run_and_of_every_reader(tiny_run, tmp_path):
     assert load_run(again).refiner is not None
 
 
+@pytest.mark.slow
 def test_evaluate_reports_refined_and_raw_and_the_copying_check(tiny_run):
     from catdog.judge import default_judge_path
     if default_judge_path() is None:

@@ -68,12 +68,13 @@ def reference_stats(data, ref_stats: Path | None, net, device) -> dict[str, tupl
     return stats
 
 
-def cached_features(images: np.ndarray, name: str, net, device) -> np.ndarray:
-    """Inception features of a fixed real image set, cached by content hash (float32 on disk)."""
+def cached_features(images: np.ndarray, name: str, net, device, compute=None) -> np.ndarray:
+    """Features of a fixed real image set (Inception's, or `compute(images)`), cached by name and content
+    hash (float32 on disk)."""
     path = cache_dir() / "features" / f"{name}_{_digest(images)}.npy"
     if path.is_file():
         return np.load(path).astype(np.float64)
-    features = inception_features(images, net, device, desc=name)
+    features = compute(images) if compute else inception_features(images, net, device, desc=name)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, features.astype(np.float32))
     return features
@@ -183,9 +184,10 @@ def copying(samples: np.ndarray, test_images: np.ndarray, train_images: np.ndarr
     """Nearest-training-image distances of the samples and of the real test images, in pixels (RMS over
     0..255) and in the judge's 64-d feature space (Euclidean)."""
     rms = lambda images: images.reshape(len(images), -1).astype(np.float64) / np.sqrt(32 * 32 * 3)
+    real = lambda images, name: cached_features(images, name, None, None, lambda x: judge_features(judge, x))
     return {"pixel_rms": copying_report(rms(samples), rms(test_images), rms(train_images)),
-            "judge_features": copying_report(*(judge_features(judge, im) for im in (samples, test_images,
-                                                                                   train_images)))}
+            "judge_features": copying_report(judge_features(judge, samples), real(test_images, "judge_test"),
+                                             real(train_images, "judge_train"))}
 
 
 def evaluate_samples_file(path: Path, data=None, ref_stats=None, inception=None, judge_path=None,
