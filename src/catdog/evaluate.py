@@ -35,7 +35,7 @@ from catdog.errors import UserError
 from catdog.fid import (feature_stats, frechet_distance, inception_features, kernel_inception_distance,
                         load_inception, load_stats, save_stats)
 from catdog.judge import class_accuracy, judge_features, load_judge
-from catdog.metrics import copying_report, fit_probe, psnr_db
+from catdog.metrics import copying_report, fit_probe, pixel_rms_rows, psnr_db
 from catdog.run_dir import load_run, run_latents, unmirrored
 
 REF_SPLITS = ("all", "cat", "dog")
@@ -183,9 +183,8 @@ def evaluate_run(run_dir: Path, n: int, sample: SampleConfig = SampleConfig(), d
 def copying(samples: np.ndarray, test_images: np.ndarray, train_images: np.ndarray, judge) -> dict:
     """Nearest-training-image distances of the samples and of the real test images, in pixels (RMS over
     0..255) and in the judge's 64-d feature space (Euclidean)."""
-    rms = lambda images: images.reshape(len(images), -1).astype(np.float64) / np.sqrt(32 * 32 * 3)
     real = lambda images, name: cached_features(images, name, None, None, lambda x: judge_features(judge, x))
-    return {"pixel_rms": copying_report(rms(samples), rms(test_images), rms(train_images)),
+    return {"pixel_rms": copying_report(*(pixel_rms_rows(im) for im in (samples, test_images, train_images))),
             "judge_features": copying_report(judge_features(judge, samples), real(test_images, "judge_test"),
                                              real(train_images, "judge_train"))}
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from catdog.config import SampleConfig
 from catdog.data import CLASS_NAMES, create_cat_dog_dataset, to_uint8
-from catdog.metrics import linear_probe_accuracy, nearest_neighbours, psnr_db
+from catdog.metrics import linear_probe_accuracy, nearest_neighbours, pixel_rms_rows, psnr_db
 from catdog.run_dir import RunPaths, load_run, run_latents, unmirrored
 from catdog.sample import sample_latents
 from catdog.viz import (create_diffusion_animation, generate_samples_grid, plot_training_curves,
@@ -90,8 +90,7 @@ def write_all_figures(paths: RunPaths, data=None, device: torch.device = torch.d
     # 3b. is it copying? the first samples of each class beside their nearest training images
     show = np.concatenate([np.flatnonzero(labels == c)[:N_NEAREST_PER_CLASS] for c in range(len(CLASS_NAMES))])
     train_images = create_cat_dog_dataset("train", data)[0]
-    rms = lambda x: x.reshape(len(x), -1).astype(np.float64) / np.sqrt(x[0].size)
-    pixel_d, pixel_i = nearest_neighbours(rms(images[show]), rms(train_images))
+    pixel_d, pixel_i = nearest_neighbours(pixel_rms_rows(images[show]), pixel_rms_rows(train_images))
     latent_d, latent_i = nearest_neighbours(sampled[show], train_latents.numpy())
     written.append(visualize_nearest(images[show], {"nearest in pixels": (train_images[pixel_i], pixel_d),
                                                     "nearest in latent": (train_images[latent_i], latent_d)},

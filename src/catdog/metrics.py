@@ -27,6 +27,13 @@ def linear_probe_accuracy(train_latents: np.ndarray, train_labels: np.ndarray,
     return float(fit_probe(train_latents, train_labels).score(test_latents, test_labels))
 
 
+def pixel_rms_rows(images: np.ndarray) -> np.ndarray:
+    """uint8 images (N, H, W, C) -> rows (N, H*W*C) scaled so that Euclidean distance between rows is
+    the RMS pixel difference on the 0..255 scale."""
+    rows = images.reshape(len(images), -1).astype(np.float64)
+    return rows / np.sqrt(rows.shape[1])
+
+
 def nearest_neighbours(queries: np.ndarray, references: np.ndarray, batch_size: int = 1000
                        ) -> tuple[np.ndarray, np.ndarray]:
     """For each row of queries (N, ...), the Euclidean distance to its nearest row of references (M, ...)
