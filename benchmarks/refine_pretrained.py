@@ -18,6 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from catdog.config import override  # noqa: E402
+from catdog.device import pick_device  # noqa: E402
 from catdog.pipeline import Job, build_latents, build_refiner, prepare_run_dir  # noqa: E402
 from catdog.run_dir import RunPaths, load_autoencoder  # noqa: E402
 
@@ -33,15 +34,18 @@ parser.add_argument("--refiner-warmup-steps", type=int, default=500)
 parser.add_argument("--refiner-ema-halflife-steps", type=int, default=1500)
 parser.add_argument("--checkpoint-every-steps", type=int, default=1000)
 parser.add_argument("--log-every-steps", type=int, default=500)
+parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
 args = parser.parse_args()
-torch.set_num_threads(2)
+device = pick_device(args.device)
+if device.type == "cpu":
+    torch.set_num_threads(2)
 
 paths = RunPaths(args.run_dir)
 if not paths.autoencoder.exists():
     paths.root.mkdir(parents=True, exist_ok=True)
     for name in ("autoencoder.safetensors", "diffusion.safetensors", "eval.json"):
         shutil.copy(args.source / name, paths.root / name)
-autoencoder, config = load_autoencoder(paths.root)
+autoencoder, config = load_autoencoder(paths.root, device)
 config = override(config, {
     "refiner_train_steps": args.refiner_train_steps, "bf16": True, "compile": False,
     "refiner_widths": tuple(int(w) for w in args.refiner_widths.split(",")),
@@ -50,6 +54,6 @@ config = override(config, {
     "refiner_ema_halflife_steps": args.refiner_ema_halflife_steps,
     "checkpoint_every_steps": args.checkpoint_every_steps, "log_every_steps": args.log_every_steps})
 prepare_run_dir(paths.root, config, force=False)
-job = Job(paths, config, None, torch.device("cpu"), {"autoencoder": autoencoder})
+job = Job(paths, config, None, device, {"autoencoder": autoencoder})
 build_latents(job)
 build_refiner(job)

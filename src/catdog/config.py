@@ -110,8 +110,8 @@ PRESETS: dict[str, Config] = {
         RefinerConfig(refiner_train_steps=20, refiner_widths=(8, 16, 16), refiner_emb_dim=16,
                       refiner_batch_size=8, refiner_warmup_steps=5, refiner_ema_halflife_steps=5),
     ),
-    # the default without a GPU: FID 111.7 @2k, 11.8 min on 2 cores before the refiner; its 2,400
-    # refiner steps cost ~63 ms each there (benchmarks/bench_refiner.py)
+    # the default without a GPU: FID 92.3 @2k (111.7 unrefined), 15.0 min on 2 cores, of which the
+    # refiner's 2,400 steps take 203 s
     "cpu": Config(refiner=RefinerConfig(refiner_train_steps=2400)),
     # the cpu networks trained ~8x longer, for a pretrained model without a GPU: FID 95.8 @2k, 77 min on 2 cores
     "full": Config(
