@@ -18,7 +18,8 @@ Decoder variants (keys of the JSON, 0/1), after Zhao et al. 2020 (DiffAugment), 
   lowpass   the pixel loss (MSE + L1) on 2x2-average-pooled images only, so it stops fighting detail
   noise     per-pixel noise channels into the decoder's last block (StyleGAN's noise inputs)
 Every extra term starts at the size of the pixel loss (its weight is fixed from the first batch).
-`refiner_steps=S` trains the package's refiner (the `full` preset's refiner) for S steps instead.
+`refiner_steps=S` trains the package's refiner (the `full` preset's refiner) for S steps instead;
+`shipped_refiner=1` also reports pretrained/'s refiner applied, unchanged, to the fine-tuned decoder.
 """
 
 import argparse
@@ -43,7 +44,7 @@ from catdog.evaluate import cached_features  # noqa: E402
 from catdog.fid import feature_stats, frechet_distance, inception_features, load_inception  # noqa: E402
 from catdog.judge import class_accuracy, load_judge  # noqa: E402
 from catdog.metrics import psnr_db  # noqa: E402
-from catdog.run_dir import load_autoencoder  # noqa: E402
+from catdog.run_dir import load_autoencoder, load_refiner  # noqa: E402
 from catdog.train import random_crops, train_refiner  # noqa: E402
 from catdog.training_loop import batch_indices  # noqa: E402
 
@@ -206,6 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="+", help="NAME=JSON (see above)")
     parser.add_argument("--minutes", type=float, default=6.0)
+    parser.add_argument("--skip-shipped", action="store_true", help="do not measure pretrained/'s own decoder")
     parser.add_argument("--test-n", type=int, default=2000, help="test images to measure on (smoke runs: fewer)")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -225,7 +227,8 @@ def main() -> None:
         print(f"RESULT {name:12s} steps {steps:6d} train_s {seconds:6.0f} psnr {psnr_db(test_images, recon):6.2f} "
               f"recon_fid {fid:6.1f} judge {class_accuracy(judge, recon, test_labels):.3f} {extra}", flush=True)
 
-    report("shipped", autoencoder.reconstruct_images(test_images), 0, 0)
+    if not args.skip_shipped:
+        report("shipped", autoencoder.reconstruct_images(test_images), 0, 0)
     for variant in args.variants:
         name, _, changes = variant.partition("=")
         v = json.loads(changes or "{}")
@@ -248,8 +251,11 @@ def main() -> None:
         decoder, steps, seconds = finetune_decoder(v, latents, targets, args.minutes * 60,
                                                    config.ae.latent_noise_std)
         with torch.no_grad():
-            recon = to_uint8(torch.cat([decoder(z).clamp(-1, 1) for z in test_latents.split(500)]))
-        report(name, recon, steps, seconds, json.dumps(v))
+            x_hat = torch.cat([decoder(z).clamp(-1, 1) for z in test_latents.split(500)])
+        report(name, to_uint8(x_hat), steps, seconds, json.dumps(v))
+        if v.get("shipped_refiner"):                              # pretrained/'s refiner on top, as it is
+            recon = to_uint8(load_refiner(ROOT / "pretrained")[0].refine(x_hat, torch.as_tensor(test_labels), seed=0))
+            report(name + "+refiner", recon, steps, seconds, "pretrained/'s refiner (trained on the old decoder)")
 
 
 if __name__ == "__main__":

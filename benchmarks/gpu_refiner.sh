@@ -5,7 +5,7 @@
 #     catdog evaluate --run-dir <OUT>/export --n 10000 --ref-stats ../shared/fid_stats
 #
 #   OUT=/tmp/out bash benchmarks/gpu_refiner.sh                    # on the GPU machine, repo root
-#   DEVICE=cpu BATCH=8 CROP=16 WIDTHS=8,16,16 PROBE=20 TRAIN_SECONDS=5 STEP_UNIT=10 \
+#   DEVICE=cpu BATCH=8 CROP=16 WIDTHS=8,16,16 PROBE=20 PROBE_TIMEOUT=600 TRAIN_SECONDS=5 STEP_UNIT=10 \
 #       OUT=/tmp/out bash benchmarks/gpu_refiner.sh                # a dry run of the script on a CPU
 #
 # The step count is chosen from a probe (PROBE steps of the same run) so that training fits
@@ -14,7 +14,8 @@
 set -u
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 OUT=${OUT:-/tmp/gpu_refiner}; DEVICE=${DEVICE:-cuda}; WIDTHS=${WIDTHS:-64,128,128}; BATCH=${BATCH:-256}
-CROP=${CROP:-32}; LR=${LR:-1e-3}; PROBE=${PROBE:-300}; TRAIN_SECONDS=${TRAIN_SECONDS:-420}
+CROP=${CROP:-32}; LR=${LR:-1e-3}; PROBE=${PROBE:-300}; PROBE_TIMEOUT=${PROBE_TIMEOUT:-180}
+TRAIN_SECONDS=${TRAIN_SECONDS:-420}
 STEP_UNIT=${STEP_UNIT:-1000}; PY=${PY:-python3}; W=/tmp/catdog_refiner; rm -rf "$W"; mkdir -p "$W" "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 echo "== $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null) device $DEVICE widths $WIDTHS"
@@ -22,7 +23,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 flags="--device $DEVICE --refiner-widths $WIDTHS --refiner-batch-size $BATCH --refiner-crop-px $CROP --refiner-lr $LR"
 
 # 1. speed probe: PROBE steps of the same refiner
-timeout 120 $PY benchmarks/refine_pretrained.py --run-dir "$W/probe" $flags --refiner-train-steps "$PROBE" \
+timeout "$PROBE_TIMEOUT" $PY benchmarks/refine_pretrained.py --run-dir "$W/probe" $flags --refiner-train-steps "$PROBE" \
     --refiner-warmup-steps 10 --log-every-steps $((PROBE / 2)) > "$W/probe.log" 2>&1
 STEPS=$($PY - "$W/probe/metrics.jsonl" "$BATCH" "$TRAIN_SECONDS" "$STEP_UNIT" <<'EOF'
 import json, sys

@@ -43,7 +43,7 @@ if device.type == "cpu":
 paths = RunPaths(args.run_dir)
 if not paths.autoencoder.exists():
     paths.root.mkdir(parents=True, exist_ok=True)
-    for name in ("autoencoder.safetensors", "diffusion.safetensors", "eval.json"):
+    for name in ("config.json", "autoencoder.safetensors", "diffusion.safetensors", "eval.json"):
         shutil.copy(args.source / name, paths.root / name)
 autoencoder, config = load_autoencoder(paths.root, device)
 config = override(config, {
