@@ -5,7 +5,7 @@
 #     catdog evaluate --run-dir <OUT>/export --n 10000 --ref-stats ../shared/fid_stats
 #
 #   OUT=/tmp/out bash benchmarks/gpu_refiner.sh                    # on the GPU machine, repo root
-#   DEVICE=cpu BATCH=8 CROP=16 WIDTHS=8,16,16 PROBE=20 PROBE_TIMEOUT=600 TRAIN_SECONDS=5 STEP_UNIT=10 \
+#   DEVICE=cpu BATCH=8 CROP=16 WIDTHS=8,16,16 PROBE=20 PROBE_TIMEOUT=600 TRAIN_TIMEOUT=600 TRAIN_SECONDS=5 STEP_UNIT=10 \
 #       OUT=/tmp/out bash benchmarks/gpu_refiner.sh                # a dry run of the script on a CPU
 #
 # The step count is chosen from a probe (PROBE steps of the same run) so that training fits
@@ -15,7 +15,7 @@ set -u
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 OUT=${OUT:-/tmp/gpu_refiner}; DEVICE=${DEVICE:-cuda}; WIDTHS=${WIDTHS:-64,128,128}; BATCH=${BATCH:-256}
 CROP=${CROP:-32}; LR=${LR:-1e-3}; PROBE=${PROBE:-300}; PROBE_TIMEOUT=${PROBE_TIMEOUT:-180}
-TRAIN_SECONDS=${TRAIN_SECONDS:-420}
+TRAIN_SECONDS=${TRAIN_SECONDS:-420}; TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-$((TRAIN_SECONDS * 3 / 2 + 120))}
 STEP_UNIT=${STEP_UNIT:-1000}; PY=${PY:-python3}; W=/tmp/catdog_refiner; rm -rf "$W"; mkdir -p "$W" "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 echo "== $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null) device $DEVICE widths $WIDTHS"
@@ -38,11 +38,12 @@ echo "steps: $STEPS"
 
 # 2. the refiner (EMA half-life 1/20 of the run, warm-up 1/40)
 s=$SECONDS
-timeout $((TRAIN_SECONDS * 3 / 2 + 60)) $PY benchmarks/refine_pretrained.py --run-dir "$W/run" $flags \
+timeout "$TRAIN_TIMEOUT" $PY benchmarks/refine_pretrained.py --run-dir "$W/run" $flags \
     --refiner-train-steps "$STEPS" --refiner-ema-halflife-steps $((STEPS / 20 + 1)) \
     --refiner-warmup-steps $((STEPS / 40 + 1)) --checkpoint-every-steps 2000 \
     --log-every-steps $((STEPS / 20 + 1)) > "$W/run.log" 2>&1
-echo "train: exit $?, $((SECONDS - s)) s"; grep -E "trained in" "$W/run.log"
+echo "train: exit $?, $((SECONDS - s)) s"; grep -E "trained in" "$W/run.log" \
+    || echo "no refiner.safetensors (timed out? rerunning this step resumes from its checkpoint)"
 
 # 3. bring back the fp16 export (weights, config, metrics) and the logs
 $PY -m catdog export --run-dir "$W/run" --out "$W/export" && tar -cf "$OUT/export.tar" -C "$W" export
