@@ -126,12 +126,6 @@ class NoisyDecoder(nn.Module):
         return self.decoder.output_conv()
 
 
-def pixel_loss(x_hat: torch.Tensor, x: torch.Tensor, lowpass: bool) -> torch.Tensor:
-    if lowpass:
-        x_hat, x = F.avg_pool2d(x_hat, 2), F.avg_pool2d(x, 2)
-    return F.mse_loss(x_hat, x) + 0.5 * F.l1_loss(x_hat, x)
-
-
 def finetune_decoder(v: dict, latents: torch.Tensor, targets: torch.Tensor, seconds: float, noise_std: float):
     """Fine-tune a copy of the decoder for `seconds`; returns (decoder, steps, seconds used)."""
     torch.manual_seed(0)
@@ -154,7 +148,8 @@ def finetune_decoder(v: dict, latents: torch.Tensor, targets: torch.Tensor, seco
         # 2. decoder loss: pixel (low-passed or not) + perceptual terms + the adaptive adversarial term
         with bf16:
             x_hat = decoder(latents[idx] + noise).float()
-            terms = {"pixel": pixel_loss(x_hat, x, v.get("lowpass", 0))}
+            pool = (lambda t: F.avg_pool2d(t, 2)) if v.get("lowpass") else (lambda t: t)
+            terms = {"pixel": autoencoder.reconstruction_loss(pool(x_hat), pool(x))[0]}   # MSE + L1
             if rcnn is not None:
                 terms["rcnn"] = rcnn.distance(x_hat, x)
             if v.get("fm"):
@@ -196,7 +191,7 @@ def finetune_decoder(v: dict, latents: torch.Tensor, targets: torch.Tensor, seco
             d_loss.backward()
             opt_d.step()
         if step % 500 == 0:
-            parts = " ".join(f"{k} {float(t):.4f}" for k, t in terms.items())
+            parts = " ".join(f"{k} {float(t.detach()):.4f}" for k, t in terms.items())
             print(f"  step {step:5d} {parts} scale {float(scale):.3f}", flush=True)
         step += 1
     decoder.eval()
@@ -212,9 +207,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     autoencoder, config = load_autoencoder(ROOT / "pretrained")
-    train_images = create_cat_dog_dataset("train")[0]
+    train_images, train_labels = create_cat_dog_dataset("train")
     test_images, test_labels = (a[:args.test_n] for a in create_cat_dog_dataset("test"))
-    train_labels = create_cat_dog_dataset("train")[1]
     both = np.concatenate([train_images, train_images[:, :, ::-1]])   # images and mirrors
     latents = torch.cat([autoencoder.encode_images(train_images), autoencoder.encode_images(train_images, flip=True)])
     targets = to_model_range(both)
