@@ -34,7 +34,7 @@ def test_two_processes_match_one(tmp_path):
     ae = [r for r in records if r["stage"] == "autoencoder"]
     assert [r["step"] for r in ae] == [10, 20, 30, 40, 50, 60]
     assert max(r["mse"] for r in ae[-2:]) < ae[0]["mse"]
-    for name in ("autoencoder.safetensors", "diffusion.safetensors"):
+    for name in ("autoencoder.safetensors", "diffusion.safetensors", "decoder.safetensors"):
         a, _, _ = load_weights(tmp_path / "one" / name)
         b, _, _ = load_weights(tmp_path / "two" / name)
         for k in a:

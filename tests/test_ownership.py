@@ -115,6 +115,7 @@ def test_sample_checks_its_outputs_and_numbers_before_working(tiny_run, tmp_path
     ("--ae-lr", "0", "--ae-lr"), ("--grad-clip", "-1", "--grad-clip"), ("--latent-dim", "100000", "too large"),
     ("--diffusion-batch-size", str(2**40), "too large"), ("--seed", str(2**64), "below 2^62"),
     ("--ae-warmup-steps", "-5", "--ae-warmup-steps"), ("--refiner-crop-px", "13", "--refiner-crop-px"),
+    ("--decoder-disc-width", "6", "--decoder-disc-width"), ("--decoder-lr", "-1", "--decoder-lr"),
 ])
 def test_training_numbers_are_checked_before_training(tmp_path, capsys, flag, value, message):
     refused(capsys, ["run", "--preset", "tiny", "--run-dir", str(tmp_path / "r"), flag, value], message)

@@ -55,6 +55,18 @@ class DiffusionConfig:
 
 
 @dataclass(frozen=True)
+class DecoderConfig:
+    """The decoder stage: the autoencoder's decoder fine-tuned adversarially, encoder frozen (decoder_gan.py)."""
+    decoder_train_steps: int = 0             # 0: no decoder stage (the autoencoder's decoder as trained)
+    decoder_batch_size: int = 64
+    decoder_lr: float = 2e-4                 # Adam (0.5, 0.9), decoder and discriminator alike
+    decoder_warmup_steps: int = 200
+    decoder_adv_weight: float = 0.8          # the hinge term's gradient relative to the rest (VQGAN)
+    decoder_r1_gamma: float = 0.1            # R1 penalty on real images
+    decoder_disc_width: int = 64             # PatchGAN discriminator base width
+
+
+@dataclass(frozen=True)
 class RefinerConfig:
     refiner_train_steps: int = 0             # 0: no refiner stage (samples are the decoder's output)
     refiner_widths: tuple[int, ...] = (48, 96, 96)  # conv U-Net widths at 32, 16, 8 px
@@ -82,6 +94,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     run: RunConfig = field(default_factory=RunConfig)
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
 
 SAMPLERS = ("ddim", "ddpm")
@@ -109,6 +122,8 @@ PRESETS: dict[str, Config] = {
         RunConfig(log_every_steps=10, checkpoint_every_steps=10, bf16=False),
         RefinerConfig(refiner_train_steps=20, refiner_widths=(8, 16, 16), refiner_emb_dim=16,
                       refiner_batch_size=8, refiner_warmup_steps=5, refiner_ema_halflife_steps=5),
+        DecoderConfig(decoder_train_steps=10, decoder_batch_size=8, decoder_warmup_steps=2,
+                      decoder_disc_width=8),
     ),
     # the default without a GPU: FID 92.3 @2k (111.7 unrefined), 15.0 min on 2 cores, of which the
     # refiner's 2,400 steps take 203 s
@@ -140,7 +155,7 @@ PRESETS: dict[str, Config] = {
 }
 
 _PART_CLASSES = {"ae": AutoencoderConfig, "diffusion": DiffusionConfig, "run": RunConfig,
-                 "refiner": RefinerConfig}
+                 "refiner": RefinerConfig, "decoder": DecoderConfig}
 
 # Fields that weight files written by earlier versions carry. Sampling settings moved to SampleConfig;
 # the options that lost their ablations (docs/experiments.md) are accepted only at their "off" value.
@@ -221,7 +236,7 @@ def override(config: Config, changes: dict[str, object]) -> Config:
 
 def validate(config: Config) -> None:
     """Reject values no run could use, with one clear message."""
-    ae, dif, ref, run = config.ae, config.diffusion, config.refiner, config.run
+    ae, dif, ref, run, dec = config.ae, config.diffusion, config.refiner, config.run, config.decoder
     positive = {"latent_dim": ae.latent_dim, "ae_blocks": ae.ae_blocks,
                 "ae_train_steps": ae.ae_train_steps, "ae_batch_size": ae.ae_batch_size,
                 "adv_scale_every_steps": ae.adv_scale_every_steps,
@@ -231,31 +246,36 @@ def validate(config: Config) -> None:
                 "ema_halflife_steps": dif.ema_halflife_steps,
                 "refiner_emb_dim": ref.refiner_emb_dim, "refiner_batch_size": ref.refiner_batch_size,
                 "refiner_ema_halflife_steps": ref.refiner_ema_halflife_steps,
+                "decoder_batch_size": dec.decoder_batch_size,
                 "log_every_steps": run.log_every_steps,
                 "checkpoint_every_steps": run.checkpoint_every_steps}
     for name, value in positive.items():
         if value <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
     rates = {"ae_lr": ae.ae_lr, "diffusion_lr": dif.diffusion_lr, "refiner_lr": ref.refiner_lr,
-             "grad_clip": run.grad_clip}
+             "decoder_lr": dec.decoder_lr, "grad_clip": run.grad_clip}
     for name, value in rates.items():
         if not 0 < value < 1e3:
             raise UserError(f"--{name.replace('_', '-')} must be in (0, 1000), got {value}")
     non_negative = {"ae_warmup_steps": ae.ae_warmup_steps, "diffusion_warmup_steps": dif.diffusion_warmup_steps,
                     "refiner_warmup_steps": ref.refiner_warmup_steps, "ae_weight_decay": ae.ae_weight_decay,
                     "diffusion_weight_decay": dif.diffusion_weight_decay, "latent_noise_std": ae.latent_noise_std,
-                    "min_snr_gamma": dif.min_snr_gamma, "adv_start_step": ae.adv_start_step, "seed": run.seed}
+                    "min_snr_gamma": dif.min_snr_gamma, "adv_start_step": ae.adv_start_step, "seed": run.seed,
+                    "decoder_train_steps": dec.decoder_train_steps, "decoder_warmup_steps": dec.decoder_warmup_steps,
+                    "decoder_adv_weight": dec.decoder_adv_weight, "decoder_r1_gamma": dec.decoder_r1_gamma}
     for name, value in non_negative.items():
         if value < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     # sizes no 2-core laptop or one GPU could allocate are refused now, not minutes into training
     sizes = {"latent_dim": (ae.latent_dim, 4096), "ae_batch_size": (ae.ae_batch_size, 65536),
              "diffusion_batch_size": (dif.diffusion_batch_size, 1 << 20),
-             "refiner_batch_size": (ref.refiner_batch_size, 65536), "n_steps": (dif.n_steps, 100_000),
+             "refiner_batch_size": (ref.refiner_batch_size, 65536),
+             "decoder_batch_size": (dec.decoder_batch_size, 65536), "n_steps": (dif.n_steps, 100_000),
              "emb_dim": (dif.emb_dim, 8192), "refiner_emb_dim": (ref.refiner_emb_dim, 8192),
              "ae_blocks": (ae.ae_blocks, 64), "unet_blocks": (dif.unet_blocks, 64),
              "ae_channels": (max(ae.ae_channels), 4096), "unet_widths": (max(dif.unet_widths or (1,)), 65536),
-             "refiner_widths": (max(ref.refiner_widths or (4,)), 4096), "disc_width": (ae.disc_width, 4096)}
+             "refiner_widths": (max(ref.refiner_widths or (4,)), 4096), "disc_width": (ae.disc_width, 4096),
+             "decoder_disc_width": (dec.decoder_disc_width, 4096)}
     for name, (value, limit) in sizes.items():
         if value > limit:
             raise UserError(f"--{name.replace('_', '-')} {value} is too large (at most {limit:,})")
@@ -267,6 +287,8 @@ def validate(config: Config) -> None:
         raise UserError("--l1-weight, --cls-weight and --center-weight must be >= 0")
     if ae.adv_weight < 0 or ae.disc_width <= 0 or ae.disc_width % 4:
         raise UserError("--adv-weight must be >= 0 and --disc-width a positive multiple of 4")
+    if dec.decoder_disc_width <= 0 or dec.decoder_disc_width % 4:
+        raise UserError(f"--decoder-disc-width must be a positive multiple of 4, got {dec.decoder_disc_width}")
     if ref.refiner_train_steps < 0:
         raise UserError(f"--refiner-train-steps must be >= 0, got {ref.refiner_train_steps}")
     if not ref.refiner_widths or min(ref.refiner_widths) < 4 or len(ref.refiner_widths) > 3:

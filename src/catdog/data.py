@@ -216,3 +216,12 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 def in_batches(fn: Callable, items, batch_size: int) -> list:
     """[fn(items[i:i + batch_size]) for each batch]: bounded memory for any number of items."""
     return [fn(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
+
+
+def random_crops(x: torch.Tensor, corners: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop x (B, C, H, W) to (B, C, size, size) at per-example top-left corners (B, 2)."""
+    offsets = torch.arange(size, device=x.device)
+    rows = (corners[:, :1] + offsets)[:, :, None]                # (B, size, 1)
+    cols = (corners[:, 1:] + offsets)[:, None, :]                # (B, 1, size)
+    batch = torch.arange(len(x), device=x.device)[:, None, None]
+    return x.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)

@@ -52,6 +52,16 @@ class World:
         dist.all_reduce(stacked)
         return dict(zip(values, stacked / self.size))
 
+    def average_gradients(self, module: nn.Module) -> None:
+        """Average the parameters' gradients over all ranks (what DDP does), for modules whose loss
+        cannot run inside DDP; a collective call."""
+        if self.size == 1:
+            return
+        for p in module.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= self.size
+
 
 def init_world() -> World:
     """Join the process group if launched by torchrun (WORLD_SIZE > 1); otherwise a 1-process world."""

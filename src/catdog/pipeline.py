@@ -1,6 +1,6 @@
 """The main job: the stages that train a run folder, then its figures.
 
-    STAGES = autoencoder -> latents -> diffusion -> refiner        (then figures.write_all_figures)
+    STAGES = autoencoder -> latents -> diffusion -> decoder -> refiner    (then figures.write_all_figures)
 
 Each stage leaves an artifact (run_dir.py lists them) and is skipped when that artifact exists and
 matches the config; a stage that was killed resumes from its `*_state.pt`; `force` retrains from
@@ -10,6 +10,7 @@ derived from the old one. A new stage joins by adding one `Stage` to `STAGES`.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from contextlib import nullcontext
@@ -28,9 +29,10 @@ from catdog.device import pick_device
 from catdog.distributed import current_world
 from catdog.errors import UserError
 from catdog.figures import write_all_figures
-from catdog.run_dir import (RunPaths, check_writable_run, encode_dataset, file_digest, load_autoencoder,
-                            load_diffusion, load_refiner, locked, read_latents, remove_owned, write_latents)
-from catdog.train import train_autoencoder, train_diffusion, train_refiner
+from catdog.run_dir import (RunPaths, check_writable_run, decoder_digest, encode_dataset, file_digest,
+                            load_autoencoder, load_decoder, load_diffusion, load_refiner, locked, read_latents,
+                            remove_owned, write_latents)
+from catdog.train import train_autoencoder, train_decoder, train_diffusion, train_refiner
 
 
 @dataclass
@@ -97,18 +99,26 @@ def trained_already(job: Job, name: str, load, sections: tuple[str, ...]) -> boo
         return False
     _, trained = load(job.paths.root, job.device)
     check_config_matches(path, config_to_dict(trained), config_to_dict(job.config), sections)
-    if load_weights(path)[2].get("autoencoder_sha256") != file_digest(job.paths.autoencoder):
+    meta = load_weights(path)[2]
+    if meta.get("autoencoder_sha256") != file_digest(job.paths.autoencoder):
         raise UserError(f"{path} belongs to a different autoencoder; rerun with --force")
+    if name in DECODER_USERS and meta.get("decoder_sha256", "") != decoder_digest(job.paths):
+        raise UserError(f"{path} was trained on a different decoder; rerun with --force")
     say(f"[{name}] trained already: {path} (use --force to retrain)")
     return True
 
 
+DECODER_USERS = ("refiner",)             # stages trained on the decoder's outputs: they name the decoder
+
+
 def save_stage(job: Job, name: str, model: torch.nn.Module, start: float) -> None:
-    """Rank 0 writes the finished stage's (EMA) weights, naming their autoencoder, and drops its state."""
+    """Rank 0 writes the finished stage's (EMA) weights, naming their autoencoder (and decoder), and
+    drops its state."""
     paths = job.paths
     if current_world().is_main:
+        names = {"decoder_sha256": decoder_digest(paths)} if name in DECODER_USERS else {}
         save_weights(getattr(paths, name), model.state_dict(), config_to_dict(job.config),
-                     autoencoder_sha256=file_digest(paths.autoencoder))
+                     autoencoder_sha256=file_digest(paths.autoencoder), **names)
         getattr(paths, f"{name}_state").unlink(missing_ok=True)
         say(f"[{name}] trained in {time.perf_counter() - start:.0f} s -> {getattr(paths, name)}")
     current_world().barrier()
@@ -127,9 +137,28 @@ def build_diffusion(job: Job) -> None:
     save_stage(job, "diffusion", ema, start)
 
 
-def build_refiner(job: Job) -> None:
+def build_decoder(job: Job) -> None:
+    """Load the run's fine-tuned decoder if trained with this config and AE; otherwise fine-tune the
+    autoencoder's decoder (encoder frozen) on the cached training latents (images and mirrors), and
+    put it in the autoencoder for the stages after. Skipped if decoder_train_steps is 0."""
+    if job.config.decoder.decoder_train_steps == 0 or trained_already(job, "decoder", load_decoder, ("ae", "decoder")):
+        return
+    clear_after("decoder", job.paths)
+    start = time.perf_counter()
+    autoencoder, latents = job.products["autoencoder"], job.products["latents"]
+    images = create_cat_dog_dataset("train", job.data)[0]
+    if len(latents["train_latents"]) == 2 * len(images):          # the cache holds mirrored images too
+        images = np.concatenate([images, images[:, :, ::-1]])
+    decoder = train_decoder(job.config, copy.deepcopy(autoencoder.decoder), latents["train_latents"], images,
+                            job.paths.decoder_state, job.paths.metrics, job.device)
+    save_stage(job, "decoder", decoder, start)
+    autoencoder.decoder = decoder
+
+
+def build_refiner(job: Job, init=None) -> None:
     """Load the run's refiner if trained with this config and AE; otherwise train it on the decoder's
-    outputs for the cached training latents (images and mirrors). Skipped if refiner_train_steps is 0."""
+    outputs for the cached training latents (images and mirrors), from random weights or from `init`'s.
+    Skipped if refiner_train_steps is 0."""
     if job.config.refiner.refiner_train_steps == 0 or trained_already(job, "refiner", load_refiner, ("ae", "refiner")):
         return
     clear_after("refiner", job.paths)
@@ -140,7 +169,7 @@ def build_refiner(job: Job) -> None:
     if len(x_hat) == 2 * len(images):                             # the cache holds mirrored images too
         images = np.concatenate([images, images[:, :, ::-1]])
     ema = train_refiner(job.config, images, x_hat, latents["train_labels"], job.paths.refiner_state,
-                        job.paths.metrics, job.device)
+                        job.paths.metrics, job.device, init)
     save_stage(job, "refiner", ema, start)
 
 
@@ -155,6 +184,7 @@ STAGES = (
     Stage("autoencoder", build_autoencoder, ("autoencoder", "ae_state")),
     Stage("latents", build_latents, ("latents",)),
     Stage("diffusion", build_diffusion, ("diffusion", "diffusion_state")),
+    Stage("decoder", build_decoder, ("decoder", "decoder_state")),
     Stage("refiner", build_refiner, ("refiner", "refiner_state")),
 )
 

@@ -8,7 +8,10 @@ on training. The files:
     latents.safetensors        raw train latents (+ mirrored copies) and test latents, with labels,
                                naming the autoencoder file they were encoded with
     diffusion.safetensors      EMA diffusion weights, config in metadata, names its AE file
-    refiner.safetensors        EMA refiner weights + residual scale (if the run has that stage), names its AE file
+    decoder.safetensors        the fine-tuned decoder (if the run has that stage), names its AE file;
+                               loading the autoencoder puts it in place of the AE's own decoder
+    refiner.safetensors        EMA refiner weights + residual scale (if the run has that stage), names
+                               its AE file and the decoder file it was trained on
     *_state.pt                 training state while a stage is unfinished
     metrics.jsonl              one line per logging interval
     eval.json                  what `catdog evaluate` measured
@@ -34,7 +37,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from catdog.autoencoder import SimpleAutoencoder
+from catdog.autoencoder import Decoder, SimpleAutoencoder
 from catdog.checkpoint import load_into, load_weights, save_weights
 from catdog.config import Config, SampleConfig, config_from_dict
 from catdog.data import create_cat_dog_dataset, to_uint8
@@ -61,6 +64,10 @@ class RunPaths:
     @property
     def diffusion_state(self) -> Path: return self.root / "diffusion_state.pt"
     @property
+    def decoder(self) -> Path: return self.root / "decoder.safetensors"
+    @property
+    def decoder_state(self) -> Path: return self.root / "decoder_state.pt"
+    @property
     def refiner(self) -> Path: return self.root / "refiner.safetensors"
     @property
     def refiner_state(self) -> Path: return self.root / "refiner_state.pt"
@@ -75,8 +82,8 @@ class RunPaths:
 
     def owned(self) -> list[Path]:
         """Every file or folder of this run that catdog wrote and may delete (those that exist)."""
-        names = ("config", "autoencoder", "ae_state", "latents", "diffusion", "diffusion_state", "refiner",
-                 "refiner_state", "metrics", "eval", "figures")
+        names = ("config", "autoencoder", "ae_state", "latents", "diffusion", "diffusion_state", "decoder",
+                 "decoder_state", "refiner", "refiner_state", "metrics", "eval", "figures")
         return [getattr(self, n) for n in names if getattr(self, n).exists()]
 
 
@@ -186,8 +193,26 @@ def require_run(run_dir: Path, *files: str) -> RunPaths:
 
 def load_autoencoder(run_dir: Path, device: torch.device = torch.device("cpu")
                      ) -> tuple[SimpleAutoencoder, Config]:
-    """The trained autoencoder of a run folder and the config it was trained with."""
-    return _load(RunPaths(Path(run_dir)).autoencoder, lambda c: SimpleAutoencoder(c.ae), device)
+    """The trained autoencoder of a run folder, with the decoder stage's decoder if the run has one,
+    and the config the autoencoder was trained with."""
+    paths = RunPaths(Path(run_dir))
+    autoencoder, config = _load(paths.autoencoder, lambda c: SimpleAutoencoder(c.ae), device)
+    if paths.decoder.is_file():
+        autoencoder.decoder = load_decoder(paths.root, device)[0]
+    return autoencoder, config
+
+
+def load_decoder(run_dir: Path, device: torch.device = torch.device("cpu")) -> tuple[Decoder, Config]:
+    """The decoder stage's fine-tuned decoder and its config; it must belong to the run's autoencoder."""
+    paths = RunPaths(Path(run_dir))
+    if load_weights(paths.decoder)[2].get("autoencoder_sha256") != file_digest(paths.autoencoder):
+        raise UserError(f"{paths.decoder} belongs to a different autoencoder; rerun with --force")
+    return _load(paths.decoder, lambda c: Decoder(c.ae), device)
+
+
+def decoder_digest(paths: RunPaths) -> str:
+    """Names the decoder a refiner was trained on: the decoder file's digest, or "" for the AE's own."""
+    return file_digest(paths.decoder) if paths.decoder.is_file() else ""
 
 
 def load_diffusion(run_dir: Path, device: torch.device = torch.device("cpu")
@@ -269,7 +294,8 @@ def unmirrored(latents: dict[str, torch.Tensor], hflip: bool) -> tuple[torch.Ten
 def export_run(run_dir: Path, out_dir: Path, fp16: bool = True, force: bool = False) -> list[Path]:
     """A slim copy of a trained run for sampling and evaluation: its weight files (optionally fp16),
     config, metrics log and eval.json; no training state, latent cache or figures. The exported
-    diffusion and refiner name the exported autoencoder file, so the copy is a consistent run.
+    diffusion, decoder and refiner name the exported autoencoder (and decoder) files, so the copy is a
+    consistent run.
     The target is a new or empty folder, or (with force) an earlier export, never the run itself."""
     src, dst = require_run(run_dir, "autoencoder", "diffusion"), RunPaths(Path(out_dir))
     if dst.root.resolve() == src.root.resolve():
@@ -284,7 +310,7 @@ def export_run(run_dir: Path, out_dir: Path, fp16: bool = True, force: bool = Fa
     with locked(dst.root, "export"):
         remove_owned(dst)
         written = []
-        for name in ("autoencoder", "diffusion", "refiner"):
+        for name in ("autoencoder", "diffusion", "decoder", "refiner"):
             if not getattr(src, name).is_file():
                 continue
             tensors, config, meta = load_weights(getattr(src, name))
@@ -293,6 +319,8 @@ def export_run(run_dir: Path, out_dir: Path, fp16: bool = True, force: bool = Fa
             extra = {k: v for k, v in meta.items() if k not in ("config", "format_version", "exported_from", "dtype")}
             if "autoencoder_sha256" in extra:
                 extra["autoencoder_sha256"] = file_digest(dst.autoencoder)
+            if extra.get("decoder_sha256"):                       # written after the decoder
+                extra["decoder_sha256"] = file_digest(dst.decoder)
             save_weights(getattr(dst, name), tensors, config, **extra, exported_from=str(src.root),
                          dtype="float16" if fp16 else "float32")
             written.append(getattr(dst, name))

@@ -1,8 +1,8 @@
-"""Training loops: `train_autoencoder`, `train_diffusion` and `train_refiner`, each a plain linear loop
-(nanoGPT style).
+"""Training loops: `train_autoencoder`, `train_diffusion`, `train_decoder` and `train_refiner`, each a
+plain linear loop (nanoGPT style).
 
-Each step reads 1. batch, 2. loss and update, 3. EMA (diffusion) or the discriminator's update (if
-the adversarial term is on), 4. log / checkpoint. AdamW with warm-up then cosine decay, gradient
+Each step reads 1. batch, 2. loss and update, 3. EMA (diffusion, refiner) or the discriminator's
+update (autoencoder with the adversarial term, decoder), 4. log / checkpoint. AdamW with warm-up then cosine decay, gradient
 clipping and bf16 autocast where it pays; the scaffolding (resume, logging, checkpoints, the NaN
 guard) is `TrainingLoop`. A rerun of the same command resumes to the same weights as an
 uninterrupted run (bitwise on the CPU).
@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 
 from catdog.adversarial import AdversarialTerm
-from catdog.autoencoder import SimpleAutoencoder
+from catdog.autoencoder import Decoder, SimpleAutoencoder
 from catdog.config import Config
-from catdog.data import to_model_range
+from catdog.data import random_crops, to_model_range
+from catdog.decoder_gan import DecoderObjective, draw_augment, shard_augment
 from catdog.device import autocast
 from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
 from catdog.distributed import current_world, loss_module
@@ -114,22 +115,59 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
     return ema.eval()
 
 
-def random_crops(x: torch.Tensor, corners: torch.Tensor, size: int) -> torch.Tensor:
-    """Crop x (B, C, H, W) to (B, C, size, size) at per-example top-left corners (B, 2)."""
-    offsets = torch.arange(size, device=x.device)
-    rows = (corners[:, :1] + offsets)[:, :, None]                # (B, size, 1)
-    cols = (corners[:, 1:] + offsets)[:, None, :]                # (B, 1, size)
-    batch = torch.arange(len(x), device=x.device)[:, None, None]
-    return x.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+def train_decoder(config: Config, decoder: Decoder, latents: torch.Tensor, images, state_path: Path,
+                  metrics_path: Path, device: torch.device) -> Decoder:
+    """Fine-tune `decoder` (in place) on raw latents (N, latent_dim) of uint8 images (N, 32, 32, 3) with
+    the adversarial objective of decoder_gan.py; the encoder is not involved (its latents are given).
+    Returns the decoder in eval mode."""
+    cfg, run, world = config.decoder, config.run, current_world()
+    torch.manual_seed(run.seed)                                   # the discriminator's initial weights
+    decoder = decoder.to(device)
+    objective = DecoderObjective(config, world, device)
+    opt = torch.optim.Adam(decoder.parameters(), lr=cfg.decoder_lr, betas=(0.5, 0.9))
+    generator = torch.Generator().manual_seed(run.seed + 3)     # latent noise, augmentations
+    loop = TrainingLoop("decoder", config, ("ae", "decoder"), state_path, metrics_path,
+                        (cfg.decoder_lr, cfg.decoder_warmup_steps, cfg.decoder_train_steps), cfg.decoder_batch_size,
+                        {"model": decoder, "optimizer": opt, "objective": objective}, generator, device)
+    x_all, latents = to_model_range(images).to(device), latents.to(device)
+    shard = world.shard(cfg.decoder_batch_size)
+    last_layer = decoder.output_conv().weight
+    decoder.train()
+    for step, lr in loop.steps():
+        # 1. global batch: latents plus the autoencoder's training noise, their images, and four
+        #    augmentations (feature-matching pair, fake for the decoder, real and fake for D); keep the shard
+        idx = batch_indices(len(x_all), cfg.decoder_batch_size, step, run.seed)
+        noise = config.ae.latent_noise_std * torch.randn(len(idx), latents.shape[1], generator=generator)
+        pair, fake_g, real_d, fake_d = (shard_augment(draw_augment(len(idx), generator), shard, device)
+                                        for _ in range(4))
+        idx, noise = idx[shard].to(device), noise[shard].to(device)
+        x = x_all[idx]
+        # 2. the decoder's loss and update (gradients averaged over ranks)
+        with autocast(device, run.bf16):
+            x_hat = decoder(latents[idx] + noise).float()
+            loss, parts = objective.decoder_loss(last_layer, x_hat, x, pair, fake_g, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        world.average_gradients(decoder)
+        torch.nn.utils.clip_grad_norm_(decoder.parameters(), run.grad_clip)
+        opt.step()
+        # 3. the discriminator's update: augmented reals against augmented reconstructions, R1
+        parts["disc"] = objective.disc_step(x, x_hat, real_d, fake_d, step, autocast(device, run.bf16))
+        # 4. log and checkpoint
+        loop.end_step(step, lr, loss, parts)
+    return decoder.eval()
 
 
 def train_refiner(config: Config, images, x_hat_all: torch.Tensor, labels, state_path: Path, metrics_path: Path,
-                  device: torch.device) -> Refiner:
+                  device: torch.device, init: Refiner | None = None) -> Refiner:
     """Train the refiner on uint8 images (N, 32, 32, 3), their decoder outputs x_hat (N, 3, 32, 32) and
-    classes (N,); returns the EMA model."""
+    classes (N,), from random weights or from those of `init` (a refiner of the same shape, for a
+    decoder that changed); returns the EMA model."""
     cfg, run, world = config.refiner, config.run, current_world()
     torch.manual_seed(run.seed)
     refiner = Refiner(cfg).to(device)
+    if init is not None:
+        refiner.load_state_dict(init.state_dict())
     x_all, x_hat_all = to_model_range(images).to(device), x_hat_all.to(device)
     refiner.set_residual_std(x_all - x_hat_all)                  # measured once, stored with the weights
     ema = copy.deepcopy(refiner).requires_grad_(False)
