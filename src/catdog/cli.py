@@ -1,6 +1,6 @@
 """Command line: argparse subcommands that only parse and call.
 
-    catdog run              train what is missing (autoencoder, diffusion), then write the figures
+    catdog run              train the missing stages (autoencoder, diffusion, decoder, refiner), then the figures
     catdog train-ae         the autoencoder stage only
     catdog train-diffusion  the autoencoder (if missing) and diffusion stages
     catdog sample           images of one class from a trained run, as a PNG grid and/or .npz
