@@ -293,9 +293,9 @@ def unmirrored(latents: dict[str, torch.Tensor], hflip: bool) -> tuple[torch.Ten
 # --- export ---------------------------------------------------------------------------------
 def export_run(run_dir: Path, out_dir: Path, fp16: bool = True, force: bool = False) -> list[Path]:
     """A slim copy of a trained run for sampling and evaluation: its weight files (optionally fp16),
-    config, metrics log and eval.json; no training state, latent cache or figures. The exported
-    diffusion, decoder and refiner name the exported autoencoder (and decoder) files, so the copy is a
-    consistent run.
+    config, metrics log and eval.json; no training state, latent cache or figures. A fine-tuned
+    decoder (the decoder stage) is merged into the exported autoencoder file, which saves its size
+    again; the exported diffusion and refiner name that file, so the copy is a consistent run.
     The target is a new or empty folder, or (with force) an earlier export, never the run itself."""
     src, dst = require_run(run_dir, "autoencoder", "diffusion"), RunPaths(Path(out_dir))
     if dst.root.resolve() == src.root.resolve():
@@ -310,17 +310,20 @@ def export_run(run_dir: Path, out_dir: Path, fp16: bool = True, force: bool = Fa
     with locked(dst.root, "export"):
         remove_owned(dst)
         written = []
-        for name in ("autoencoder", "diffusion", "decoder", "refiner"):
+        for name in ("autoencoder", "diffusion", "refiner"):
             if not getattr(src, name).is_file():
                 continue
             tensors, config, meta = load_weights(getattr(src, name))
+            extra = {k: v for k, v in meta.items() if k not in ("config", "format_version", "exported_from", "dtype")}
+            if name == "autoencoder" and src.decoder.is_file():   # the decoder stage's decoder replaces its own
+                tensors.update({f"decoder.{k}": v for k, v in load_weights(src.decoder)[0].items()})
+                extra["decoder_merged_from"] = file_digest(src.decoder)
             if fp16:
                 tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-            extra = {k: v for k, v in meta.items() if k not in ("config", "format_version", "exported_from", "dtype")}
             if "autoencoder_sha256" in extra:
                 extra["autoencoder_sha256"] = file_digest(dst.autoencoder)
-            if extra.get("decoder_sha256"):                       # written after the decoder
-                extra["decoder_sha256"] = file_digest(dst.decoder)
+            if "decoder_sha256" in extra:                         # its decoder is now the autoencoder's own
+                extra["decoder_sha256"] = ""
             save_weights(getattr(dst, name), tensors, config, **extra, exported_from=str(src.root),
                          dtype="float16" if fp16 else "float32")
             written.append(getattr(dst, name))

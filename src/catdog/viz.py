@@ -184,7 +184,7 @@ def plot_training_curves(metrics_path, out_path) -> Path:
     for ax, stage in zip(axes[0], stages):
         steps = sorted(records[stage])
         # positive losses only (log scale); a key may start late (the discriminator's, say)
-        for key in ("loss", "mse", "l1", "ce", "center", "disc"):
+        for key in ("loss", "mse", "l1", "ce", "center", "pixel", "perceptual", "matching", "disc"):
             logged = [s for s in steps if key in records[stage][s]]
             if logged:
                 ax.plot(logged, [records[stage][s][key] for s in logged], label=key)
