@@ -11,12 +11,14 @@
 # The step count is chosen from a probe (PROBE steps of the same run) so that training fits
 # TRAIN_SECONDS; the run checkpoints every 2,000 steps, so a rerun of step 2 resumes.
 # WIDTHS 64,128,128 keeps pretrained/ under ~20 MB in fp16 (2.1 M parameters, 4.2 MB).
+# DECODER_STEPS > 0 first fine-tunes pretrained/'s decoder that many steps (the decoder stage, batch 64;
+# pretrained/'s decoder is already the session-12 fine-tune, so 0 by default).
 set -u
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 OUT=${OUT:-/tmp/gpu_refiner}; DEVICE=${DEVICE:-cuda}; WIDTHS=${WIDTHS:-64,128,128}; BATCH=${BATCH:-256}
 CROP=${CROP:-32}; LR=${LR:-1e-3}; PROBE=${PROBE:-300}; PROBE_TIMEOUT=${PROBE_TIMEOUT:-180}
 TRAIN_SECONDS=${TRAIN_SECONDS:-420}; TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-$((TRAIN_SECONDS * 3 / 2 + 120))}
-STEP_UNIT=${STEP_UNIT:-1000}; PY=${PY:-python3}; W=/tmp/catdog_refiner; rm -rf "$W"; mkdir -p "$W" "$OUT"
+STEP_UNIT=${STEP_UNIT:-1000}; DECODER_STEPS=${DECODER_STEPS:-0}; PY=${PY:-python3}; W=/tmp/catdog_refiner; rm -rf "$W"; mkdir -p "$W" "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 echo "== $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null) device $DEVICE widths $WIDTHS"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
@@ -38,7 +40,7 @@ echo "steps: $STEPS"
 
 # 2. the refiner (EMA half-life 1/20 of the run, warm-up 1/40)
 s=$SECONDS
-timeout "$TRAIN_TIMEOUT" $PY benchmarks/refine_pretrained.py --run-dir "$W/run" $flags \
+timeout "$TRAIN_TIMEOUT" $PY benchmarks/refine_pretrained.py --run-dir "$W/run" $flags --decoder-train-steps "$DECODER_STEPS" \
     --refiner-train-steps "$STEPS" --refiner-ema-halflife-steps $((STEPS / 20 + 1)) \
     --refiner-warmup-steps $((STEPS / 40 + 1)) --checkpoint-every-steps 2000 \
     --log-every-steps $((STEPS / 20 + 1)) > "$W/run.log" 2>&1
