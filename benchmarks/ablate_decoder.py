@@ -18,6 +18,9 @@ Decoder variants (keys of the JSON, 0/1), after Zhao et al. 2020 (DiffAugment), 
   lowpass   the pixel loss (MSE + L1) on 2x2-average-pooled images only, so it stops fighting detail
   noise     per-pixel noise channels into the decoder's last block (StyleGAN's noise inputs)
 Every extra term starts at the size of the pixel loss (its weight is fixed from the first batch).
+The augmentations, random CNN and feature taps are the package's (decoder_gan.py); the tables of
+session 11 in docs/experiments.md were measured at commit f2cc11b with this script's own copies
+(the random CNN then drew its weights with kaiming_normal_ under torch.manual_seed(1234)).
 `refiner_steps=S` trains the package's refiner (the `full` preset's refiner) for S steps instead;
 `shipped_refiner=1` also reports pretrained/'s refiner applied, unchanged, to the fine-tuned decoder.
 """
@@ -38,6 +41,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from catdog.adversarial import PatchDiscriminator, generator_hinge_loss  # noqa: E402
+from catdog.decoder_gan import RandomCNN, augment, disc_features, draw_augment  # noqa: E402
 from catdog.config import PRESETS, override  # noqa: E402
 from catdog.data import create_cat_dog_dataset, to_model_range, to_uint8  # noqa: E402
 from catdog.evaluate import cached_features  # noqa: E402
@@ -45,61 +49,10 @@ from catdog.fid import feature_stats, frechet_distance, inception_features, load
 from catdog.judge import class_accuracy, load_judge  # noqa: E402
 from catdog.metrics import psnr_db  # noqa: E402
 from catdog.run_dir import load_autoencoder, load_refiner  # noqa: E402
-from catdog.train import random_crops, train_refiner  # noqa: E402
+from catdog.train import train_refiner  # noqa: E402
 from catdog.training_loop import batch_indices  # noqa: E402
 
 BATCH, LR, WARMUP, ADV_WEIGHT, R1_GAMMA, R1_EVERY = 64, 2e-4, 200, 0.8, 0.1, 4
-
-
-# --- DiffAugment: differentiable colour / translation / cutout, parameters drawn per image -------------
-def draw_augment(n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    r = lambda *shape: torch.rand(*shape, generator=generator)
-    return {"brightness": r(n, 1, 1, 1) - 0.5, "saturation": 2 * r(n, 1, 1, 1), "contrast": r(n, 1, 1, 1) + 0.5,
-            "shift": torch.randint(0, 9, (n, 2), generator=generator),            # +-4 px, zero padded
-            "hole": torch.randint(0, 32, (n, 2), generator=generator)}            # centre of a 16 px square
-
-
-def augment(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    x = x + p["brightness"]
-    mean = x.mean(1, keepdim=True)
-    x = (x - mean) * p["saturation"] + mean
-    mean = x.mean((1, 2, 3), keepdim=True)
-    x = (x - mean) * p["contrast"] + mean
-    x = random_crops(F.pad(x, (4, 4, 4, 4)), p["shift"], 32)
-    grid = torch.arange(32)
-    rows = (grid[None, :] - p["hole"][:, :1]).abs() < 8                           # (n, 32)
-    cols = (grid[None, :] - p["hole"][:, 1:]).abs() < 8
-    return x * ~(rows[:, :, None] & cols[:, None, :])[:, None]
-
-
-def disc_features(disc: PatchDiscriminator, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """D's activations after each LeakyReLU, and its patch logits."""
-    features = []
-    for layer in disc.net:
-        x = layer(x)
-        if isinstance(layer, nn.LeakyReLU):
-            features.append(x)
-    return features, x
-
-
-class RandomCNN(nn.Module):
-    """A fixed random-weight CNN whose channel-normalised features compare images (LPIPS-style)."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(1234)
-        self.layers = nn.ModuleList([nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1),
-                                     nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.Conv2d(128, 128, 3, padding=1)])
-        for conv in self.layers:
-            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
-        self.requires_grad_(False)
-
-    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        total = 0.0
-        for conv in self.layers:
-            a, b = F.relu(conv(a)), F.relu(conv(b))
-            total = total + (F.normalize(a, dim=1) - F.normalize(b, dim=1)).pow(2).sum(1).mean()
-        return total
 
 
 class NoisyDecoder(nn.Module):
@@ -156,8 +109,8 @@ def finetune_decoder(v: dict, latents: torch.Tensor, targets: torch.Tensor, seco
                 p = draw_augment(len(x), generator) if v.get("diffaug") else None
                 pair = (lambda t: augment(t, p)) if p else (lambda t: t)
                 disc.requires_grad_(False)
-                real_f, _ = disc_features(disc, pair(x))
-                fake_f, _ = disc_features(disc, pair(x_hat))
+                real_f = disc_features(disc, pair(x))
+                fake_f = disc_features(disc, pair(x_hat))
                 terms["fm"] = sum(F.l1_loss(f, r.detach()) for f, r in zip(fake_f, real_f)) / len(real_f)
             for k, t in terms.items():                            # each term starts at the pixel loss's size
                 weights.setdefault(k, float(terms["pixel"].detach()) / max(float(t.detach()), 1e-8))

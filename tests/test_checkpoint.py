@@ -7,32 +7,15 @@ import pytest
 import torch
 
 import catdog.train as train_module
-import catdog.training_loop as loop_module
 from catdog.checkpoint import load_state, load_weights, save_state, save_weights
 from catdog.config import PRESETS, config_to_dict, override
 from catdog.data import create_cat_dog_dataset
 from catdog.errors import UserError
 from catdog.run_dir import load_autoencoder
+from killing import Killed, kill_after_saves
 
 CONFIG = override(PRESETS["tiny"], {"ae_train_steps": 12, "diffusion_train_steps": 12,
                                     "checkpoint_every_steps": 4, "log_every_steps": 4})
-
-
-class Killed(Exception):
-    pass
-
-
-def _kill_after_saves(monkeypatch, n):
-    """Make the n-th checkpoint save 'crash' right after it is written."""
-    calls = {"n": 0}
-    real = loop_module.save_state
-
-    def save_then_maybe_die(path, state):
-        real(path, state)
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise Killed
-    monkeypatch.setattr(loop_module, "save_state", save_then_maybe_die)
 
 
 def _same(a: dict, b: dict):
@@ -49,7 +32,7 @@ def test_autoencoder_resume_equals_uninterrupted(tmp_path, monkeypatch, kill_at_
     images, labels = images[::40], labels[::40]                 # 250 images: fast
     cpu = torch.device("cpu")
     ref = train_module.train_autoencoder(config, images, labels, tmp_path / "ref.pt", tmp_path / "m1", cpu)
-    _kill_after_saves(monkeypatch, kill_at_save)
+    kill_after_saves(monkeypatch, kill_at_save)
     with pytest.raises(Killed):
         train_module.train_autoencoder(config, images, labels, tmp_path / "s.pt", tmp_path / "m2", cpu)
     monkeypatch.undo()
@@ -66,7 +49,7 @@ def test_diffusion_resume_equals_uninterrupted(tmp_path, monkeypatch):
     z, y = torch.randn(300, 16, generator=g), torch.randint(0, 2, (300,), generator=g)
     cpu = torch.device("cpu")
     ref = train_module.train_diffusion(CONFIG, z, y, tmp_path / "ref.pt", tmp_path / "m1", cpu)
-    _kill_after_saves(monkeypatch, 2)
+    kill_after_saves(monkeypatch, 2)
     with pytest.raises(Killed):
         train_module.train_diffusion(CONFIG, z, y, tmp_path / "s.pt", tmp_path / "m2", cpu)
     monkeypatch.undo()

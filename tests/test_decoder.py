@@ -21,6 +21,7 @@ from catdog.errors import UserError
 from catdog.pipeline import run_all
 from catdog.run_dir import file_digest, load_autoencoder, load_run
 from catdog.train import train_decoder
+from killing import Killed, kill_after_saves
 
 TINY = PRESETS["tiny"]
 CPU = torch.device("cpu")
@@ -78,10 +79,6 @@ def _restamp(path, **changes):
     save_weights(path, tensors, config, **{**meta, **changes})
 
 
-class Killed(Exception):
-    pass
-
-
 def test_decoder_resume_equals_uninterrupted(tmp_path, monkeypatch):
     """The discriminator, both optimizers, the term weights and the adaptive weight are in the checkpoint."""
     latents, images = _latents_and_images(32)
@@ -94,14 +91,7 @@ def test_decoder_resume_equals_uninterrupted(tmp_path, monkeypatch):
         decoder.load_state_dict(start)
         return decoder
     ref = train_decoder(config, fresh(), latents, images, tmp_path / "ref.pt", tmp_path / "m1", CPU)
-    real, calls = loop_module.save_state, {"n": 0}
-
-    def save_then_die(path, state):
-        real(path, state)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise Killed
-    monkeypatch.setattr(loop_module, "save_state", save_then_die)
+    kill_after_saves(monkeypatch, 2)
     with pytest.raises(Killed):
         train_decoder(config, fresh(), latents, images, tmp_path / "s.pt", tmp_path / "m2", CPU)
     monkeypatch.undo()

@@ -15,6 +15,7 @@ from catdog.data import create_cat_dog_dataset, to_model_range
 from catdog.refiner import Refiner
 from catdog.run_dir import load_run
 from catdog.train import random_crops, train_refiner
+from killing import Killed, kill_after_saves
 
 TINY = PRESETS["tiny"]
 
@@ -56,23 +57,12 @@ def test_a_tiny_batch_overfits(tmp_path):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-class Killed(Exception):
-    pass
-
-
 def test_refiner_resume_equals_uninterrupted(tmp_path, monkeypatch):
     images, x_hat, labels = _pairs()
     config = override(TINY, {"refiner_train_steps": 12, "checkpoint_every_steps": 4, "log_every_steps": 4})
     cpu = torch.device("cpu")
     ref = train_refiner(config, images, x_hat, labels, tmp_path / "ref.pt", tmp_path / "m1", cpu)
-    real, calls = loop_module.save_state, {"n": 0}
-
-    def save_then_die(path, state):
-        real(path, state)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise Killed
-    monkeypatch.setattr(loop_module, "save_state", save_then_die)
+    kill_after_saves(monkeypatch, 2)
     with pytest.raises(Killed):
         train_refiner(config, images, x_hat, labels, tmp_path / "s.pt", tmp_path / "m2", cpu)
     monkeypatch.undo()
