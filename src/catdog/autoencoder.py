@@ -110,6 +110,13 @@ class CenterLoss(nn.Module):
         return (latent - self.centers[y]).pow(2).mean()
 
 
+def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, l1_weight: float
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The pixel loss MSE + l1_weight x L1; returns (loss, its parts)."""
+    mse, l1 = F.mse_loss(x_hat, x), F.l1_loss(x_hat, x)
+    return mse + l1_weight * l1, {"mse": mse, "l1": l1}
+
+
 class SimpleAutoencoder(nn.Module):
     """Encoder + decoder + latent classifier + Center Loss + measured latent statistics."""
 
@@ -158,8 +165,7 @@ class SimpleAutoencoder(nn.Module):
     def reconstruction_loss(self, x_hat: torch.Tensor, x: torch.Tensor
                             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """MSE + l1_weight x L1; returns (loss, its parts)."""
-        mse, l1 = F.mse_loss(x_hat, x), F.l1_loss(x_hat, x)
-        return mse + self.cfg.l1_weight * l1, {"mse": mse, "l1": l1}
+        return reconstruction_loss(x_hat, x, self.cfg.l1_weight)
 
     def reconstruct(self, x: torch.Tensor, noise: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,7 +59,7 @@ class DecoderConfig:
     """The decoder stage: the autoencoder's decoder fine-tuned adversarially, encoder frozen (decoder_gan.py)."""
     decoder_train_steps: int = 0             # 0: no decoder stage (the autoencoder's decoder as trained)
     decoder_batch_size: int = 64
-    decoder_lr: float = 2e-4                 # Adam (0.5, 0.9), decoder and discriminator alike
+    decoder_lr: float = 2e-4                 # Adam (0.5, 0.9): the decoder's peak, the discriminator's constant
     decoder_warmup_steps: int = 200
     decoder_adv_weight: float = 0.8          # the hinge term's gradient relative to the rest (VQGAN)
     decoder_r1_gamma: float = 0.1            # R1 penalty on real images

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from catdog.adversarial import PatchDiscriminator, generator_hinge_loss
+from catdog.autoencoder import reconstruction_loss
 from catdog.config import Config
 from catdog.data import random_crops
 from catdog.distributed import World
@@ -106,17 +107,13 @@ class DecoderObjective:
         self.weights = torch.zeros(2, device=device)          # (w_p, w_f); zeros until the first batch
         self.scale = torch.zeros((), device=device)           # the adaptive weight
 
-    def pixel_loss(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The autoencoder's reconstruction loss, MSE + l1_weight x L1."""
-        return F.mse_loss(x_hat, x) + self.ae_cfg.l1_weight * F.l1_loss(x_hat, x)
-
     def decoder_loss(self, last_layer: torch.Tensor, x_hat: torch.Tensor, x: torch.Tensor,
                      pair: dict, fake_aug: dict, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The decoder's loss on x_hat for targets x. `pair` augments x and x_hat alike (feature
         matching), `fake_aug` x_hat for the hinge term; `last_layer` is where the adaptive weight
         compares gradients. Returns (loss, its parts detached)."""
         self.disc.requires_grad_(False)
-        pixel = self.pixel_loss(x_hat, x)
+        pixel, _ = reconstruction_loss(x_hat, x, self.ae_cfg.l1_weight)
         perceptual = self.rcnn.distance(x_hat, x)
         real_f = disc_features(self.disc, augment(x, pair))
         fake_f = disc_features(self.disc, augment(x_hat, pair))
