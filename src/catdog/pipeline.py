@@ -137,6 +137,13 @@ def build_diffusion(job: Job) -> None:
     save_stage(job, "diffusion", ema, start)
 
 
+def cached_images(job: Job, n_latents: int) -> np.ndarray:
+    """The uint8 training images in the latent cache's order: the images, then their mirrors if the
+    cache holds those too (n_latents is twice the images)."""
+    images = create_cat_dog_dataset("train", job.data)[0]
+    return np.concatenate([images, images[:, :, ::-1]]) if n_latents == 2 * len(images) else images
+
+
 def build_decoder(job: Job) -> None:
     """Load the run's fine-tuned decoder if trained with this config and AE; otherwise fine-tune the
     autoencoder's decoder (encoder frozen) on the cached training latents (images and mirrors), and
@@ -146,9 +153,7 @@ def build_decoder(job: Job) -> None:
     clear_after("decoder", job.paths)
     start = time.perf_counter()
     autoencoder, latents = job.products["autoencoder"], job.products["latents"]
-    images = create_cat_dog_dataset("train", job.data)[0]
-    if len(latents["train_latents"]) == 2 * len(images):          # the cache holds mirrored images too
-        images = np.concatenate([images, images[:, :, ::-1]])
+    images = cached_images(job, len(latents["train_latents"]))
     decoder = train_decoder(job.config, copy.deepcopy(autoencoder.decoder), latents["train_latents"], images,
                             job.paths.decoder_state, job.paths.metrics, job.device)
     save_stage(job, "decoder", decoder, start)
@@ -165,9 +170,7 @@ def build_refiner(job: Job, init=None) -> None:
     start = time.perf_counter()
     autoencoder, latents = job.products["autoencoder"], job.products["latents"]
     x_hat = autoencoder.decode_latents(autoencoder.normalize(latents["train_latents"].to(job.device))).cpu()
-    images = create_cat_dog_dataset("train", job.data)[0]
-    if len(x_hat) == 2 * len(images):                             # the cache holds mirrored images too
-        images = np.concatenate([images, images[:, :, ::-1]])
+    images = cached_images(job, len(x_hat))
     ema = train_refiner(job.config, images, x_hat, latents["train_labels"], job.paths.refiner_state,
                         job.paths.metrics, job.device, init)
     save_stage(job, "refiner", ema, start)

@@ -2,8 +2,9 @@
 plain linear loop (nanoGPT style).
 
 Each step reads 1. batch, 2. loss and update, 3. EMA (diffusion, refiner) or the discriminator's
-update (autoencoder with the adversarial term, decoder), 4. log / checkpoint. AdamW with warm-up then cosine decay, gradient
-clipping and bf16 autocast where it pays; the scaffolding (resume, logging, checkpoints, the NaN
+update (autoencoder with the adversarial term, decoder), 4. log / checkpoint. AdamW (Adam for the
+decoder's GAN fine-tune) with warm-up then cosine decay, gradient clipping and bf16 autocast where it
+pays; the scaffolding (resume, logging, checkpoints, the NaN
 guard) is `TrainingLoop`. A rerun of the same command resumes to the same weights as an
 uninterrupted run (bitwise on the CPU).
 """
