@@ -9,8 +9,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import catdog.training_loop as loop_module
+from catdog.adversarial import PatchDiscriminator
 from catdog.autoencoder import Decoder
 from catdog.checkpoint import load_weights, save_weights
 from catdog.cli import main
@@ -55,18 +57,38 @@ def test_random_cnn_distance_is_a_fixed_function_zero_only_for_equal_images():
     assert not any(p.requires_grad for p in first.parameters())
 
 
-def _latents_and_images(n):
-    images = create_cat_dog_dataset("train")[0][:n]
-    return torch.randn(n, TINY.ae.latent_dim, generator=torch.Generator().manual_seed(0)), images
+def _latents_images_labels(n):
+    images, labels = create_cat_dog_dataset("train")
+    return torch.randn(n, TINY.ae.latent_dim, generator=torch.Generator().manual_seed(0)), images[:n], labels[:n]
+
+
+def test_the_projection_discriminator_learns_which_class_an_image_shows():
+    """Real images with their own class against the same images with the other class: only the
+    class projection can separate them, and it starts at zero (the unconditional discriminator)."""
+    images, labels = create_cat_dog_dataset("train")
+    x = torch.as_tensor(images[:32]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    y = torch.as_tensor(labels[:32], dtype=torch.long)
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(8, n_classes=2)
+    assert torch.equal(disc(x, y), disc(x)) and torch.equal(disc(x, y), disc(x, 1 - y))
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = F.relu(1 - disc(x, y)).mean() + F.relu(1 + disc(x, 1 - y)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        own, other = disc(x, y).mean((1, 2, 3)), disc(x, 1 - y).mean((1, 2, 3))
+    assert (own > other).float().mean() > 0.9, (own - other)
 
 
 @pytest.mark.slow
 def test_a_tiny_batch_overfits(tmp_path):
-    latents, images = _latents_and_images(8)
+    latents, images, labels = _latents_images_labels(8)
     config = override(TINY, {"decoder_train_steps": 300, "decoder_batch_size": 8, "decoder_lr": 3e-3,
                              "decoder_warmup_steps": 10, "log_every_steps": 50, "bf16": False})
     torch.manual_seed(0)
-    train_decoder(config, Decoder(config.ae), latents, images, tmp_path / "s.pt", tmp_path / "m", CPU)
+    train_decoder(config, Decoder(config.ae), latents, images, labels, tmp_path / "s.pt", tmp_path / "m", CPU)
     rows = [json.loads(line) for line in (tmp_path / "m").read_text().splitlines()]
     assert rows[-1]["pixel"] < 0.5 * rows[0]["pixel"], [r["pixel"] for r in rows]
     assert rows[-1]["perceptual"] < rows[0]["perceptual"]
@@ -80,9 +102,11 @@ def _restamp(path, **changes):
 
 
 def test_decoder_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    """The discriminator, both optimizers, the term weights and the adaptive weight are in the checkpoint."""
-    latents, images = _latents_and_images(32)
-    config = override(TINY, {"decoder_train_steps": 12, "checkpoint_every_steps": 4, "log_every_steps": 4})
+    """The discriminator (with its class projection), both optimizers, the term weights and the
+    adaptive weight are in the checkpoint."""
+    latents, images, labels = _latents_images_labels(32)
+    config = override(TINY, {"decoder_train_steps": 12, "checkpoint_every_steps": 4, "log_every_steps": 4,
+                             "decoder_disc_classes": True})
     torch.manual_seed(1)
     start = Decoder(config.ae).state_dict()
 
@@ -90,14 +114,14 @@ def test_decoder_resume_equals_uninterrupted(tmp_path, monkeypatch):
         decoder = Decoder(config.ae)
         decoder.load_state_dict(start)
         return decoder
-    ref = train_decoder(config, fresh(), latents, images, tmp_path / "ref.pt", tmp_path / "m1", CPU)
+    ref = train_decoder(config, fresh(), latents, images, labels, tmp_path / "ref.pt", tmp_path / "m1", CPU)
     kill_after_saves(monkeypatch, 2)
     with pytest.raises(Killed):
-        train_decoder(config, fresh(), latents, images, tmp_path / "s.pt", tmp_path / "m2", CPU)
+        train_decoder(config, fresh(), latents, images, labels, tmp_path / "s.pt", tmp_path / "m2", CPU)
     monkeypatch.undo()
     state = loop_module.load_state(tmp_path / "s.pt", config_to_dict(config), ("ae", "decoder"))
     assert state["step"] == 8 and float(state["objective"]["weights"].min()) > 0
-    resumed = train_decoder(config, fresh(), latents, images, tmp_path / "s.pt", tmp_path / "m2", CPU)
+    resumed = train_decoder(config, fresh(), latents, images, labels, tmp_path / "s.pt", tmp_path / "m2", CPU)
     for k, v in ref.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
     assert (tmp_path / "m1").read_text().count("\n") == (tmp_path / "m2").read_text().count("\n")

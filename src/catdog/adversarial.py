@@ -18,9 +18,13 @@ from catdog.distributed import World, loss_module
 
 
 class PatchDiscriminator(nn.Module):
-    """x (B, 3, 32, 32) -> realness logits per patch (B, 1, 4, 4)."""
+    """x (B, 3, 32, 32) [, classes y (B,)] -> realness logits per patch (B, 1, 4, 4).
 
-    def __init__(self, width: int = 64):
+    With `n_classes`, a projection discriminator (Miyato & Koyama 2018): each patch's logit also gets
+    the inner product of its last features with an embedding of y, so D judges whether x shows class y.
+    """
+
+    def __init__(self, width: int = 64, n_classes: int = 0):
         super().__init__()
         act = lambda: nn.LeakyReLU(0.2)
         self.net = nn.Sequential(
@@ -28,9 +32,16 @@ class PatchDiscriminator(nn.Module):
             nn.Conv2d(width, 2 * width, 4, 2, 1), nn.GroupNorm(8, 2 * width), act(),      # 8 px
             nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.GroupNorm(8, 4 * width), act(),  # 4 px
             nn.Conv2d(4 * width, 1, 3, 1, 1))
+        self.class_embedding = nn.Embedding(n_classes, 4 * width) if n_classes else None
+        if n_classes:
+            nn.init.zeros_(self.class_embedding.weight)          # starts as the unconditional D
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.class_embedding is None or y is None:
+            return self.net(x)
+        h = self.net[:-1](x)
+        projection = (self.class_embedding(y)[:, :, None, None] * h).sum(1, keepdim=True)
+        return self.net[-1](h) + projection
 
     def loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """Hinge loss of the discriminator: mean relu(1 - D(real)) + mean relu(1 + D(fake))."""

@@ -64,6 +64,7 @@ class DecoderConfig:
     decoder_adv_weight: float = 0.8          # the hinge term's gradient relative to the rest (VQGAN)
     decoder_r1_gamma: float = 0.1            # R1 penalty on real images
     decoder_disc_width: int = 64             # PatchGAN discriminator base width
+    decoder_disc_classes: bool = False       # projection discriminator: D also judges the image's class
 
 
 @dataclass(frozen=True)

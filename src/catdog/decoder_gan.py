@@ -11,6 +11,9 @@ for a GAN, with the data-efficient parts that make it pay at CPU lengths (docs/e
     discriminator = hinge on DiffAugment(real) vs DiffAugment(fake)    Zhao et al. 2020
                   + R1 penalty on real images, every R1_EVERY steps    Mescheder et al. 2018
 
+With `decoder_disc_classes` the discriminator is a projection discriminator that also sees the class,
+so the hinge term rewards images that show their class, not only sharp ones.
+
 w_p and w_f are set on the first batch so that each term starts at the size of the pixel loss, then
 kept (they are part of the checkpoint). Only training uses this; the evaluation networks never do.
 """
@@ -24,7 +27,7 @@ from torch import nn
 from catdog.adversarial import PatchDiscriminator, generator_hinge_loss
 from catdog.autoencoder import reconstruction_loss
 from catdog.config import Config
-from catdog.data import random_crops
+from catdog.data import CLASS_NAMES, random_crops
 from catdog.distributed import World
 
 R1_EVERY = 4                 # lazy R1 (StyleGAN2): every 4th step, scaled by 4
@@ -101,17 +104,18 @@ class DecoderObjective:
 
     def __init__(self, config: Config, world: World, device: torch.device):
         self.cfg, self.ae_cfg, self.world = config.decoder, config.ae, world
-        self.disc = PatchDiscriminator(self.cfg.decoder_disc_width).to(device)
+        n_classes = len(CLASS_NAMES) if self.cfg.decoder_disc_classes else 0
+        self.disc = PatchDiscriminator(self.cfg.decoder_disc_width, n_classes).to(device)
         self.optimizer = torch.optim.Adam(self.disc.parameters(), lr=self.cfg.decoder_lr, betas=(0.5, 0.9))
         self.rcnn = RandomCNN().to(device)
         self.weights = torch.zeros(2, device=device)          # (w_p, w_f); zeros until the first batch
         self.scale = torch.zeros((), device=device)           # the adaptive weight
 
-    def decoder_loss(self, last_layer: torch.Tensor, x_hat: torch.Tensor, x: torch.Tensor,
+    def decoder_loss(self, last_layer: torch.Tensor, x_hat: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                      pair: dict, fake_aug: dict, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The decoder's loss on x_hat for targets x. `pair` augments x and x_hat alike (feature
-        matching), `fake_aug` x_hat for the hinge term; `last_layer` is where the adaptive weight
-        compares gradients. Returns (loss, its parts detached)."""
+        """The decoder's loss on x_hat for targets x of classes y. `pair` augments x and x_hat alike
+        (feature matching), `fake_aug` x_hat for the hinge term; `last_layer` is where the adaptive
+        weight compares gradients. Returns (loss, its parts detached)."""
         self.disc.requires_grad_(False)
         pixel, _ = reconstruction_loss(x_hat, x, self.ae_cfg.l1_weight)
         perceptual = self.rcnn.distance(x_hat, x)
@@ -123,7 +127,7 @@ class DecoderObjective:
             self.weights.copy_(torch.stack([means["pixel"] / means["perceptual"].clamp_min(1e-8),
                                             means["pixel"] / means["matching"].clamp_min(1e-8)]).detach())
         rec = pixel + self.weights[0] * perceptual + self.weights[1] * matching
-        adv = generator_hinge_loss(self.disc(augment(x_hat, fake_aug)))
+        adv = generator_hinge_loss(self.disc(augment(x_hat, fake_aug), y))
         if step % ADAPTIVE_EVERY == 0:                         # VQGAN: adv gradient = weight x rec gradient
             g_rec, = torch.autograd.grad(rec, last_layer, retain_graph=True)
             g_adv, = torch.autograd.grad(adv, last_layer, retain_graph=True)
@@ -135,15 +139,15 @@ class DecoderObjective:
                  "adv_scale": self.scale}
         return loss, {k: v.detach().clone() for k, v in parts.items()}
 
-    def disc_step(self, x: torch.Tensor, x_hat: torch.Tensor, real_aug: dict, fake_aug: dict, step: int,
-                  autocast) -> torch.Tensor:
+    def disc_step(self, x: torch.Tensor, x_hat: torch.Tensor, y: torch.Tensor, real_aug: dict, fake_aug: dict,
+                  step: int, autocast) -> torch.Tensor:
         """One discriminator update: hinge loss on augmented real vs augmented (detached) fake images,
         plus the lazy R1 penalty on the augmented reals; returns its loss."""
         self.disc.requires_grad_(True)
         real = x.detach().requires_grad_(step % R1_EVERY == 0)
         with autocast:
-            real_logits = self.disc(augment(real, real_aug))
-            loss = F.relu(1 - real_logits).mean() + F.relu(1 + self.disc(augment(x_hat.detach(), fake_aug))).mean()
+            real_logits = self.disc(augment(real, real_aug), y)
+            loss = F.relu(1 - real_logits).mean() + F.relu(1 + self.disc(augment(x_hat.detach(), fake_aug), y)).mean()
         if step % R1_EVERY == 0:
             grad, = torch.autograd.grad(real_logits.float().mean((1, 2, 3)).sum(), real, create_graph=True)
             loss = loss + R1_EVERY * self.cfg.decoder_r1_gamma / 2 * grad.pow(2).sum((1, 2, 3)).mean()

@@ -155,7 +155,7 @@ def build_decoder(job: Job) -> None:
     autoencoder, latents = job.products["autoencoder"], job.products["latents"]
     images = cached_images(job, len(latents["train_latents"]))
     decoder = train_decoder(job.config, copy.deepcopy(autoencoder.decoder), latents["train_latents"], images,
-                            job.paths.decoder_state, job.paths.metrics, job.device)
+                            latents["train_labels"], job.paths.decoder_state, job.paths.metrics, job.device)
     save_stage(job, "decoder", decoder, start)
     autoencoder.decoder = decoder
 

@@ -116,11 +116,11 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
     return ema.eval()
 
 
-def train_decoder(config: Config, decoder: Decoder, latents: torch.Tensor, images, state_path: Path,
+def train_decoder(config: Config, decoder: Decoder, latents: torch.Tensor, images, labels, state_path: Path,
                   metrics_path: Path, device: torch.device) -> Decoder:
-    """Fine-tune `decoder` (in place) on raw latents (N, latent_dim) of uint8 images (N, 32, 32, 3) with
-    the adversarial objective of decoder_gan.py; the encoder is not involved (its latents are given).
-    Returns the decoder in eval mode."""
+    """Fine-tune `decoder` (in place) on raw latents (N, latent_dim) of uint8 images (N, 32, 32, 3) of
+    classes (N,) with the adversarial objective of decoder_gan.py; the encoder is not involved (its
+    latents are given). Returns the decoder in eval mode."""
     cfg, run, world = config.decoder, config.run, current_world()
     torch.manual_seed(run.seed)                                   # the discriminator's initial weights
     decoder = decoder.to(device)
@@ -131,6 +131,7 @@ def train_decoder(config: Config, decoder: Decoder, latents: torch.Tensor, image
                         (cfg.decoder_lr, cfg.decoder_warmup_steps, cfg.decoder_train_steps), cfg.decoder_batch_size,
                         {"model": decoder, "optimizer": opt, "objective": objective}, generator, device)
     x_all, latents = to_model_range(images).to(device), latents.to(device)
+    y_all = torch.as_tensor(labels, dtype=torch.long).to(device)
     shard = world.shard(cfg.decoder_batch_size)
     last_layer = decoder.output_conv().weight
     decoder.train()
@@ -142,18 +143,18 @@ def train_decoder(config: Config, decoder: Decoder, latents: torch.Tensor, image
         pair, fake_g, real_d, fake_d = (shard_augment(draw_augment(len(idx), generator), shard, device)
                                         for _ in range(4))
         idx, noise = idx[shard].to(device), noise[shard].to(device)
-        x = x_all[idx]
+        x, y = x_all[idx], y_all[idx]
         # 2. the decoder's loss and update (gradients averaged over ranks)
         with autocast(device, run.bf16):
             x_hat = decoder(latents[idx] + noise).float()
-            loss, parts = objective.decoder_loss(last_layer, x_hat, x, pair, fake_g, step)
+            loss, parts = objective.decoder_loss(last_layer, x_hat, x, y, pair, fake_g, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         world.average_gradients(decoder)
         torch.nn.utils.clip_grad_norm_(decoder.parameters(), run.grad_clip)
         opt.step()
         # 3. the discriminator's update: augmented reals against augmented reconstructions, R1
-        parts["disc"] = objective.disc_step(x, x_hat, real_d, fake_d, step, autocast(device, run.bf16))
+        parts["disc"] = objective.disc_step(x, x_hat, y, real_d, fake_d, step, autocast(device, run.bf16))
         # 4. log and checkpoint
         loop.end_step(step, lr, loss, parts)
     return decoder.eval()
