@@ -17,7 +17,7 @@ from catdog.autoencoder import Decoder
 from catdog.checkpoint import load_weights, save_weights
 from catdog.cli import main
 from catdog.config import PRESETS, SampleConfig, config_to_dict, override
-from catdog.data import create_cat_dog_dataset
+from catdog.data import create_cat_dog_dataset, to_model_range
 from catdog.decoder_gan import RandomCNN, augment
 from catdog.errors import UserError
 from catdog.pipeline import run_all
@@ -66,7 +66,7 @@ def test_the_projection_discriminator_learns_which_class_an_image_shows():
     """Real images with their own class against the same images with the other class: only the
     class projection can separate them, and it starts at zero (the unconditional discriminator)."""
     images, labels = create_cat_dog_dataset("train")
-    x = torch.as_tensor(images[:32]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = to_model_range(images[:32])
     y = torch.as_tensor(labels[:32], dtype=torch.long)
     torch.manual_seed(0)
     disc = PatchDiscriminator(8, n_classes=2)
