@@ -13,7 +13,7 @@ from catdog.errors import UserError
 from catdog.fid import (feature_stats, find_inception, frechet_distance, inception_features,
                         kernel_inception_distance, load_stats, preprocess, save_stats)
 from catdog.judge import class_accuracy, default_judge_path, load_judge
-from catdog.metrics import linear_probe_accuracy, psnr_db
+from catdog.metrics import linear_probe_accuracy, precision_recall, psnr_db
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -120,3 +120,22 @@ def test_judge_refuses_a_file_that_is_not_a_resnet(tmp_path):
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}}, path)
     with pytest.raises(UserError, match="bad.th"):
         load_judge(path)
+
+
+def test_precision_recall_closed_forms():
+    """Improved precision / recall (k-NN balls): a set against itself is 1 / 1; on a line of reals
+    0..9 (k = 1: every ball has radius 1), fakes {0.5, 100} have precision 1/2, and their two balls
+    (radius 99.5 each) cover every real: recall 1; a far-away cluster scores 0 / 0."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 8))
+    assert precision_recall(real, real, k=3) == (1.0, 1.0)
+    line = np.arange(10, dtype=np.float64)[:, None]
+    assert precision_recall(line, np.array([[0.5], [100.0]]), k=1) == (0.5, 1.0)
+    assert precision_recall(real, real + 100.0, k=3) == (0.0, 0.0)
+    # a generator that covers the left half of a uniform square: full precision, recall one half plus
+    # the strip its balls reach across the edge (radius ~0.05 at this density)
+    square = rng.uniform(size=(2000, 2))
+    precision, recall = precision_recall(square, square[square[:, 0] < 0.5], k=3)
+    assert precision == 1.0 and 0.5 < recall < 0.56
+    with pytest.raises(ValueError):
+        precision_recall(real[:3], real, k=3)

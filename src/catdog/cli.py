@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception", type=Path, default=None, help="FID Inception TorchScript file")
     p.add_argument("--judge", type=Path, default=None, help="ResNet-20 weights resnet20-12fca82f.th")
     p.add_argument("--skip-fid", action="store_true", help="no Inception: only the fast metrics (seconds)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="also write the numbers to this .json file (with --samples: the only record)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--data", default=None, help="as for run")
     p.add_argument("--device", default=None)
     return parser
@@ -230,11 +233,14 @@ MAX_SAMPLE = 100_000                    # images per `catdog sample` (300 MB of 
 MAX_GRID = 4096                         # images in one PNG grid
 
 
-def check_output_file(path: Path, suffix: str, flag: str) -> None:
-    """Before any work: `path` ends in `suffix`, is not a folder, and its folder exists (or can be made)
-    and is writable, so that the file printed is the file written."""
+def check_output_file(path: Path, suffix: str, flag: str, replace: bool = True) -> None:
+    """Before any work: `path` ends in `suffix`, is not a folder (nor, unless `replace`, an existing
+    file), and its folder exists (or can be made) and is writable, so that the file printed is the file
+    written."""
     if path.is_dir():
         raise UserError(f"{flag} {path}: is a folder; give a file name ending in {suffix}")
+    if path.exists() and not replace:
+        raise UserError(f"{flag} {path}: exists; add --force to replace it")
     if path.suffix.lower() != suffix:
         raise UserError(f"{flag} {path}: the file name must end in {suffix}")
     folder = path.parent
@@ -258,6 +264,8 @@ def cmd_evaluate(args) -> int:
     device = pick_device(args.device)
     common = dict(data=args.data, ref_stats=args.ref_stats, inception=args.inception, judge_path=args.judge,
                   device=device, skip_fid=args.skip_fid)
+    if args.out is not None:
+        check_output_file(args.out, ".json", "--out", replace=args.force)
     if args.samples is not None:
         result = evaluate_samples_file(args.samples, **common)
     elif args.run_dir is not None:
@@ -269,6 +277,9 @@ def cmd_evaluate(args) -> int:
         print(f"wrote {Path(args.run_dir) / 'eval.json'}")
     else:
         raise UserError("give --run-dir DIR (a trained run) or --samples FILE.npz")
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
     print(format_table(result))
     return 0
 

@@ -3,16 +3,24 @@
 Samples are N/2 cats and N/2 dogs from the EMA model. Reported (N always stated):
 - fid / fid_cat / fid_dog: against the real training cats+dogs / cats / dogs (Inception pool3 stats);
 - kid, kid_std: against the 2,000 real test images' features (KID needs features, not stats);
+- precision / recall: improved precision and recall (Kynkaanniemi et al. 2019, k = 3) in the Inception
+  features, against as many real training images as there are samples (a fixed draw): fidelity and
+  coverage apart, so that a change trading one for the other shows;
 - class_fidelity: share of samples the independent ResNet-20 labels as the requested class, next to
-  its accuracy on real test images (class_fidelity_real_test) and on this AE's test reconstructions
+  its accuracy on real test images (class_fidelity_real_test) and on this AE's reconstructions
   (class_fidelity_recon, the ceiling this decoder allows);
 - latent_class_fidelity: share of sampled latents a logistic regression fitted on real training
   latents assigns to the requested class (is the prior in the right region, whatever the decoder);
-- recon_psnr, recon_fid (test reconstructions vs test originals), probe_acc (latent linear probe);
+- the decoding floor: the run's reconstructions of N real images of the same classes as the samples
+  (test images; training images only where N exceeds the test set, `floor_images` says how many of
+  each), scored like the samples: floor_fid (refined, where the run has a refiner) and floor_fid_raw
+  against the same training statistics, and prior_gap = fid - floor_fid, what the latent prior costs
+  on top of what decoding costs; their recon_psnr, recon_fid (against those originals) and class
+  fidelity use the same N images;
 - recon_psnr_train: PSNR on as many training images as there are test images; far above recon_psnr,
-  it says the autoencoder has memorised its training set (overfitting);
-- with a refiner: the samples are refined (`unrefined` holds the same latents decoded only), and
-  recon_*_refined score the refined test reconstructions;
+  it says the autoencoder has memorised its training set (overfitting); probe_acc: latent linear probe;
+- with a refiner: the samples are refined (`unrefined` holds the same latents decoded only, with its
+  prior_gap against floor_fid_raw), and recon_*_refined score the refined reconstructions;
 - copying: each sample's distance to its nearest training image, in pixels and in the judge's
   features, as median and 1st percentile next to the same for the real test images.
 The evaluation networks never touch training or sampling.
@@ -35,10 +43,11 @@ from catdog.errors import UserError
 from catdog.fid import (feature_stats, frechet_distance, inception_features, kernel_inception_distance,
                         load_inception, load_stats, save_stats)
 from catdog.judge import class_accuracy, judge_features, load_judge
-from catdog.metrics import copying_report, fit_probe, pixel_rms_rows, psnr_db
+from catdog.metrics import copying_report, fit_probe, pixel_rms_rows, precision_recall, psnr_db
 from catdog.run_dir import load_run, run_latents, unmirrored
 
 REF_SPLITS = ("all", "cat", "dog")
+PR_NEIGHBOURS = 3                                                # k of improved precision / recall
 
 
 def _digest(array: np.ndarray) -> str:
@@ -81,25 +90,44 @@ def cached_features(images: np.ndarray, name: str, net, device, compute=None) ->
 
 
 class FidScorer:
-    """The Inception network with the real reference statistics and real test features."""
+    """The Inception network with the real reference statistics, the real test features, and features of
+    real training images for precision / recall."""
 
     def __init__(self, data, ref_stats, inception, device):
         self.net, self.device = load_inception(inception, device), device
         self.ref = reference_stats(data, ref_stats, self.net, device)
         self.test_features = cached_features(create_cat_dog_dataset("test", data)[0], "test", self.net, device)
+        self.train_images = create_cat_dog_dataset("train", data)[0]
 
     def features(self, images: np.ndarray, desc: str) -> np.ndarray:
         return inception_features(images, self.net, self.device, desc=desc)
 
-    def score(self, images: np.ndarray, labels: np.ndarray) -> dict:
-        """FID (all, per class; vs training stats) and KID (vs the real test features)."""
-        features = self.features(images, "samples")
-        result = {"fid": frechet_distance(*feature_stats(features), *self.ref["all"])}
+    def real_features(self, images: np.ndarray, name: str) -> np.ndarray:
+        """Features of real images, cached on disk by content."""
+        return cached_features(images, name, self.net, self.device)
+
+    def train_features(self, n: int) -> np.ndarray:
+        """Features of n training images, a fixed draw (the first n of a seeded permutation)."""
+        order = np.random.default_rng(0).permutation(len(self.train_images))[:n]
+        return self.real_features(self.train_images[np.sort(order)], f"train{n}")
+
+    def score(self, images: np.ndarray, labels: np.ndarray, features: np.ndarray | None = None) -> dict:
+        """FID (all, per class; vs training stats), KID (vs the real test features), precision and recall
+        (vs as many real training images); `features` if already computed."""
+        features = self.features(images, "samples") if features is None else features
+        result = {"fid": fid_or_none(features, self.ref["all"])}
         for c, name in enumerate(CLASS_NAMES):
-            own = features[labels == c]
-            result[f"fid_{name}"] = frechet_distance(*feature_stats(own), *self.ref[name]) if len(own) > 1 else None
+            result[f"fid_{name}"] = fid_or_none(features[labels == c], self.ref[name])
         result["kid"], result["kid_std"] = kernel_inception_distance(features, self.test_features)
+        n_real = min(len(features), len(self.train_images))
+        result["precision"], result["recall"] = (None, None) if min(len(features), n_real) <= PR_NEIGHBOURS else \
+            precision_recall(self.train_features(n_real), features, PR_NEIGHBOURS)
         return result
+
+
+def fid_or_none(features: np.ndarray, ref: tuple[np.ndarray, np.ndarray]) -> float | None:
+    """FID of feature rows against reference stats; None for fewer than 2 rows (no covariance)."""
+    return frechet_distance(*feature_stats(features), *ref) if len(features) > 1 else None
 
 
 def score_samples(images: np.ndarray, labels: np.ndarray, judge, fid: FidScorer | None) -> dict:
@@ -107,7 +135,8 @@ def score_samples(images: np.ndarray, labels: np.ndarray, judge, fid: FidScorer 
     result = {"n_samples": int(len(images)), **{f"n_{name}": int((labels == c).sum())
                                                 for c, name in enumerate(CLASS_NAMES)}}
     result.update(fid.score(images, labels) if fid is not None else
-                  {"fid": None, "fid_cat": None, "fid_dog": None, "kid": None, "kid_std": None})
+                  {"fid": None, "fid_cat": None, "fid_dog": None, "kid": None, "kid_std": None,
+                   "precision": None, "recall": None})
     result["class_fidelity"] = class_accuracy(judge, images, labels)
     return result
 
@@ -128,39 +157,44 @@ def evaluate_run(run_dir: Path, n: int, sample: SampleConfig = SampleConfig(), d
         settings = []
     for _, setting in settings:                                  # refuse before any work
         validate_sampling(setting, diffusion.n_steps)
+    test_images, test_labels = create_cat_dog_dataset("test", data)
+    train_images, train_labels = create_cat_dog_dataset("train", data)
+    labels = np.arange(n) % 2                                    # the samples' classes
+    test_idx, train_idx = floor_indices(labels, test_labels, train_labels)
     judge = load_judge(judge_path)
     fid = None if skip_fid else FidScorer(data, ref_stats, inception, device)
-    test_images, test_labels = create_cat_dog_dataset("test", data)
-    train_images = create_cat_dog_dataset("train", data)[0]
 
-    # 1. autoencoder: reconstructions (decoded, and refined if the run has a refiner), their PSNR /
-    #    FID / judge accuracy, and the latent probe
+    # 1. autoencoder: the latent probe, then the decoding floor: reconstructions of N real images of
+    #    the samples' classes, decoded (and refined if the run has a refiner), scored like the samples
     latents = run_latents(run, data)
-    train_latents, train_labels = unmirrored(latents, run.config.ae.hflip)
-    recon = autoencoder.reconstruct_images(test_images)
+    probe = fit_probe(*(v.numpy() for v in unmirrored(latents, run.config.ae.hflip)))
+    originals = np.concatenate([test_images[test_idx], train_images[train_idx]])
+    real_labels = np.concatenate([test_labels[test_idx], train_labels[train_idx]])
+    original_features = None if fid is None else np.concatenate(
+        [fid.test_features[test_idx]] + ([fid.real_features(train_images[train_idx], "floor_train")]
+                                         if len(train_idx) else []))
     seen = train_images[:len(test_images)]                       # as many training images, for the gap
-    probe = fit_probe(train_latents.numpy(), train_labels.numpy())
-    recon_fid = lambda images: None if fid is None else frechet_distance(
-        *feature_stats(fid.features(images, "reconstructions")), *feature_stats(fid.test_features))
     result = {
         "run_dir": str(run.paths.root), "sampler": sample.sampler, "steps": sample.steps,
         "guidance": sample.guidance, "seed": sample.seed, "refiner": run.refiner is not None and sample.refiner,
         "refiner_steps": sample.refiner_steps,
-        "recon_psnr": psnr_db(test_images, recon),
+        "floor_images": {"test": int(len(test_idx)), "train": int(len(train_idx))},
         "recon_psnr_train": psnr_db(seen, autoencoder.reconstruct_images(seen)),
-        "recon_fid": recon_fid(recon),
         "probe_acc": float(probe.score(latents["test_latents"].numpy(), latents["test_labels"].numpy())),
         "class_fidelity_real_test": class_accuracy(judge, test_images, test_labels),
-        "class_fidelity_recon": class_accuracy(judge, recon, test_labels),
     }
-    refined = run.refine_reconstructions(test_images, test_labels, sample)
+    raw = reconstruction_scores(autoencoder.reconstruct_images(originals), originals, real_labels, judge, fid,
+                                original_features)
+    result.update(recon_psnr=raw["psnr"], recon_fid=raw["fid_vs_originals"], class_fidelity_recon=raw["judge"],
+                  floor_fid_raw=raw["floor_fid"], floor_fid=raw["floor_fid"])
+    refined = run.refine_reconstructions(originals, real_labels, sample)
     if refined is not None:
-        result.update(recon_psnr_refined=psnr_db(test_images, refined), recon_fid_refined=recon_fid(refined),
-                      class_fidelity_recon_refined=class_accuracy(judge, refined, test_labels))
+        row = reconstruction_scores(refined, originals, real_labels, judge, fid, original_features)
+        result.update(recon_psnr_refined=row["psnr"], recon_fid_refined=row["fid_vs_originals"],
+                      class_fidelity_recon_refined=row["judge"], floor_fid=row["floor_fid"])
 
     # 2. samples (half cats, half dogs) at the main setting (also unrefined, if refined), then at each
     #    sweep setting; the main samples' distances to their nearest training images (copying check)
-    labels = np.arange(n) % 2
     if settings and result["refiner"]:
         settings.insert(1, ("unrefined", replace(sample, refiner=False)))
     for key, s in settings:
@@ -168,16 +202,48 @@ def evaluate_run(run_dir: Path, n: int, sample: SampleConfig = SampleConfig(), d
         row = {**score_samples(images, labels, judge, fid),
                "latent_class_fidelity": float((probe.predict(sampled) == labels).mean())}
         if key == "main":
-            result.update(row)
+            result.update(row, prior_gap=difference(row["fid"], result["floor_fid"]))
             result["copying"] = copying(images, test_images, train_images, judge)
         elif key == "unrefined":
-            result["unrefined"] = row
+            result["unrefined"] = {**row, "prior_gap": difference(row["fid"], result["floor_fid_raw"])}
         else:
             result.setdefault(key, []).append({"guidance": s.guidance, "steps": s.steps, **row})
     result["seconds"] = round(time.perf_counter() - start, 1)
     result["config"] = config_to_dict(run.config)
     run.paths.eval.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def floor_indices(labels: np.ndarray, test_labels: np.ndarray, train_labels: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Real images with the samples' class counts, as indices: the first test images of each class, then
+    (only where N exceeds them) the first training images of that class. Refuses an N the data cannot fill."""
+    test_idx, train_idx = [], []
+    for c in range(len(CLASS_NAMES)):
+        need = int((labels == c).sum())
+        test_idx.append(np.flatnonzero(test_labels == c)[:need])
+        train_idx.append(np.flatnonzero(train_labels == c)[:need - len(test_idx[-1])])
+        if len(test_idx[-1]) + len(train_idx[-1]) < need:
+            raise UserError(f"--n {len(labels)}: {need} {CLASS_NAMES[c]}s needed for the decoding floor, "
+                            f"the data set has {len(test_idx[-1]) + len(train_idx[-1])}")
+    return np.concatenate(test_idx), np.concatenate(train_idx)
+
+
+def reconstruction_scores(recon: np.ndarray, originals: np.ndarray, labels: np.ndarray, judge,
+                          fid: FidScorer | None, original_features: np.ndarray | None) -> dict:
+    """PSNR to the originals, the judge's accuracy, and (with FID) the FID against the originals'
+    features and against the training statistics (the decoding floor)."""
+    row = {"psnr": psnr_db(originals, recon), "judge": class_accuracy(judge, recon, labels),
+           "fid_vs_originals": None, "floor_fid": None}
+    if fid is not None:
+        features = fid.features(recon, "reconstructions")
+        row["fid_vs_originals"] = fid_or_none(features, feature_stats(original_features))
+        row["floor_fid"] = fid_or_none(features, fid.ref["all"])
+    return row
+
+
+def difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 def copying(samples: np.ndarray, test_images: np.ndarray, train_images: np.ndarray, judge) -> dict:
@@ -203,13 +269,14 @@ def evaluate_samples_file(path: Path, data=None, ref_stats=None, inception=None,
 
 def format_table(result: dict) -> str:
     """A short human-readable table of the main numbers (and sweeps, if any)."""
-    keys = ["n_samples", "fid", "fid_cat", "fid_dog", "kid", "kid_std", "class_fidelity",
+    keys = ["n_samples", "fid", "floor_fid", "prior_gap", "floor_fid_raw", "fid_cat", "fid_dog", "kid", "kid_std",
+            "precision", "recall", "class_fidelity",
             "class_fidelity_real_test", "class_fidelity_recon", "class_fidelity_recon_refined",
             "latent_class_fidelity", "recon_psnr", "recon_psnr_refined", "recon_psnr_train", "recon_fid",
             "recon_fid_refined", "probe_acc", "sampler", "steps", "guidance", "refiner", "refiner_steps"]
     lines = [f"{k:30s} {_fmt(result[k])}" for k in keys if k in result]
     for k, v in result.get("unrefined", {}).items():
-        if k in ("fid", "kid", "class_fidelity"):
+        if k in ("fid", "prior_gap", "kid", "precision", "recall", "class_fidelity"):
             lines.append(f"{'unrefined ' + k:30s} {_fmt(v)}")
     for space, r in result.get("copying", {}).items():
         lines.append(f"{'nearest train, ' + space:30s} samples median {r['samples_median']:.4g} p1 "

@@ -1,4 +1,5 @@
-"""Measurements: PSNR, the latent linear probe, nearest neighbours (FID and KID: fid.py; class fidelity: judge.py)."""
+"""Measurements: PSNR, the latent linear probe, nearest neighbours, improved precision and recall (FID and
+KID: fid.py; class fidelity: judge.py)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,43 @@ def copying_report(samples: np.ndarray, test: np.ndarray, train: np.ndarray) -> 
     d_test, _ = nearest_neighbours(test, train)
     return {"samples_median": float(np.median(d_samples)), "samples_p1": float(np.percentile(d_samples, 1)),
             "test_median": float(np.median(d_test)), "test_p1": float(np.percentile(d_test, 1))}
+
+
+def _squared_distances(queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """(n, M) squared Euclidean distances between float64 rows."""
+    return ((queries * queries).sum(1)[:, None] - 2 * queries @ references.T
+            + (references * references).sum(1)[None]).clamp_min(0)
+
+
+def kth_neighbour_radii(features: np.ndarray, k: int, batch_size: int = 1000) -> np.ndarray:
+    """Each row's distance to its k-th nearest other row (N,): the radius of its ball in the estimated
+    manifold of Kynkaanniemi et al. 2019."""
+    rows = torch.as_tensor(features, dtype=torch.float64)
+    radii = []
+    for start in range(0, len(rows), batch_size):
+        d2 = _squared_distances(rows[start:start + batch_size], rows)
+        radii.append(d2.kthvalue(k + 1, dim=1).values.sqrt())     # the 1st smallest is the row itself
+    return torch.cat(radii).numpy()
+
+
+def manifold_coverage(queries: np.ndarray, references: np.ndarray, radii: np.ndarray,
+                      batch_size: int = 1000) -> float:
+    """Share of query rows inside at least one reference row's ball (distance <= that row's radius)."""
+    ref = torch.as_tensor(references, dtype=torch.float64)
+    r2 = torch.as_tensor(radii, dtype=torch.float64).square()
+    inside = []
+    for start in range(0, len(queries), batch_size):
+        q = torch.as_tensor(queries[start:start + batch_size], dtype=torch.float64)
+        inside.append((_squared_distances(q, ref) <= r2[None]).any(1))
+    return float(torch.cat(inside).double().mean())
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019) of fake feature rows against real ones:
+    precision, the share of fakes inside the real manifold (fidelity); recall, the share of reals inside
+    the fake manifold (coverage). Each manifold is the union of balls reaching each row's k-th neighbour."""
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"precision/recall with k = {k} needs more than {k} rows of each set")
+    precision = manifold_coverage(fake, real, kth_neighbour_radii(real, k))
+    recall = manifold_coverage(real, fake, kth_neighbour_radii(fake, k))
+    return precision, recall

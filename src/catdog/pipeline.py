@@ -131,9 +131,10 @@ def build_diffusion(job: Job) -> None:
     clear_after("diffusion", job.paths)
     start = time.perf_counter()
     latents = job.products["latents"]
-    z = job.products["autoencoder"].normalize(latents["train_latents"].to(job.device)).cpu()
-    ema = train_diffusion(job.config, z, latents["train_labels"].long(), job.paths.diffusion_state,
-                          job.paths.metrics, job.device)
+    normalize = lambda raw: job.products["autoencoder"].normalize(raw.to(job.device)).cpu()
+    ema = train_diffusion(job.config, normalize(latents["train_latents"]), latents["train_labels"].long(),
+                          job.paths.diffusion_state, job.paths.metrics, job.device,
+                          held_out=(normalize(latents["test_latents"]), latents["test_labels"].long()))
     save_stage(job, "diffusion", ema, start)
 
 

@@ -79,8 +79,11 @@ def train_autoencoder(config: Config, images, labels, state_path: Path, metrics_
 
 
 def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, state_path: Path,
-                    metrics_path: Path, device: torch.device) -> ConditionalDenoiseDiffusion:
-    """Train the latent diffusion on standardised latents z (N, D), classes y (N,); returns the EMA model."""
+                    metrics_path: Path, device: torch.device,
+                    held_out: tuple[torch.Tensor, torch.Tensor] | None = None) -> ConditionalDenoiseDiffusion:
+    """Train the latent diffusion on standardised latents z (N, D), classes y (N,); returns the EMA model.
+    With `held_out` latents and classes (the test images'), each logged row carries the EMA model's
+    denoising loss on them (`val_loss`): it rises when the prior starts to memorise its training set."""
     cfg, run, world = config.diffusion, config.run, current_world()
     torch.manual_seed(run.seed)
     diffusion = build_diffusion(z_all.shape[1], cfg).to(device)
@@ -91,7 +94,8 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
     loop = TrainingLoop("diffusion", config, ("ae", "diffusion"), state_path, metrics_path,
                         (cfg.diffusion_lr, cfg.diffusion_warmup_steps, cfg.diffusion_train_steps),
                         cfg.diffusion_batch_size, {"model": diffusion, "ema": ema, "optimizer": opt},
-                        generator, device)
+                        generator, device,
+                        None if held_out is None else lambda: {"val_loss": held_out_loss(ema, *held_out, device)})
     z_all, y_all = z_all.to(device), y_all.to(device)
     shard = world.shard(cfg.diffusion_batch_size)
     step_loss = loss_module(diffusion, world, run.compile)
@@ -114,6 +118,23 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
         # 4. log and checkpoint
         loop.end_step(step, lr, loss, {"loss": loss})
     return ema.eval()
+
+
+@torch.no_grad()
+def held_out_loss(diffusion: ConditionalDenoiseDiffusion, z: torch.Tensor, y: torch.Tensor, device: torch.device,
+                  repeats: int = 4, seed: int = 12345) -> float:
+    """The conditional training loss on latents z (N, D) of classes y (N,), averaged over `repeats` draws of
+    (t, noise) that are the same at every call, so values compare across steps and models."""
+    generator = torch.Generator().manual_seed(seed)
+    was_training = diffusion.training
+    diffusion.eval()
+    total = 0.0
+    for _ in range(repeats):
+        t, noise, _ = diffusion.draw(len(z), z.shape[1], generator)
+        keep = torch.zeros(len(z), dtype=torch.bool)                 # no label dropout: the conditional model
+        total += float(diffusion.loss(z.to(device), y.to(device), t.to(device), noise.to(device), keep.to(device)))
+    diffusion.train(was_training)
+    return round(total / repeats, 6)
 
 
 def train_decoder(config: Config, decoder: Decoder, latents: torch.Tensor, images, labels, state_path: Path,

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -126,16 +126,19 @@ class TrainingLoop:
     learning rate already set; `end_step` guards, logs and checkpoints at the configured intervals.
 
     `state` names everything a checkpoint holds besides the step and the generator (model, EMA,
-    optimizer, adversarial term): objects with `state_dict` / `load_state_dict`.
+    optimizer, adversarial term): objects with `state_dict` / `load_state_dict`. `validate`, if given,
+    returns numbers that each logged row carries too (rank 0 only; it must not touch `generator`).
     """
 
     def __init__(self, stage: str, config: Config, sections: tuple[str, ...], state_path: Path,
                  metrics_path: Path, schedule: tuple[float, int, int], batch_size: int,
-                 state: dict, generator: torch.Generator, device: torch.device):
+                 state: dict, generator: torch.Generator, device: torch.device,
+                 validate: Callable[[], dict] | None = None):
         self.stage, self.config, self.sections = stage, config, sections
         self.state_path, self.metrics_path = state_path, metrics_path
         self.base_lr, self.warmup_steps, self.total_steps = schedule
         self.batch_size, self.state, self.generator, self.device = batch_size, state, generator, device
+        self.validate = validate
         self.run, self.world = config.run, current_world()
         self.cuda_graphs = self.run.compile and device.type == "cuda"
         self.guard = FiniteGuard(stage, state_path, device)
@@ -177,7 +180,7 @@ class TrainingLoop:
         if done % run.log_every_steps == 0 or last:
             means = self.world.mean(self.log.interval_means())     # over the interval and all ranks
             if self.world.is_main:
-                self.log.write(done, lr, means)
+                self.log.write(done, lr, means, self.validate() if self.validate else None)
         if self.world.is_main and done % run.checkpoint_every_steps == 0 and not last:
             save_state(self.state_path, {"stage": self.stage, "config": config_to_dict(self.config),
                                          "step": done, **{k: v.state_dict() for k, v in self.state.items()},
