@@ -82,12 +82,17 @@ def test_sample_writes_grid_and_npz(tiny_run, tmp_path, capsys):
     # the sampler is chosen explicitly: DDIM over all n_steps stays deterministic DDIM, and is not
     # the ancestral DDPM chain, whose noise makes other images from the same seed
     images = {}
-    for name, flags in (("ddim", ["--steps", "50"]), ("ddim_again", ["--steps", "50"]), ("ddpm", ["--sampler", "ddpm"])):
+    for name, flags in (("ddim", ["--steps", "50"]), ("ddim_again", ["--steps", "50"]), ("ddpm", ["--sampler", "ddpm"]),
+                        ("ddim_eta1", ["--steps", "50", "--eta", "1"]),
+                        ("interval", ["--steps", "50", "--guidance", "3", "--guidance-interval", "0.5,10"])):
         assert main(["sample", "--run-dir", str(tiny_run.root), "--class", "cat", "--n", "4", *flags,
                      "--npz", str(npz)]) == 0
-        images[name] = np.load(npz)["images"]
+        images[name] = np.load(npz)["images"].astype(int)
     np.testing.assert_array_equal(images["ddim"], images["ddim_again"])
     assert not np.array_equal(images["ddim"], images["ddpm"])
+    # --eta 1 over all of the tiny model's 50 steps is the DDPM chain (pixels up to rounding)
+    assert np.abs(images["ddim_eta1"] - images["ddpm"]).max() <= 1
+    assert not np.array_equal(images["interval"], images["ddim"])
 
 
 def test_train_subcommands_and_dry_run(tmp_path, capsys):
@@ -134,6 +139,14 @@ BAD = [
     pytest.param(["run", "--preset", "tiny", "--device", "cuda", "--run-dir", "{tmp}/r"], "CUDA",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")),
     (["visualize", "--run-dir", "{tmp}/missing"], "no such run folder"),
+    (["sample", "--run-dir", "{run}", "--class", "dog", "--eta", "1.5", "--out", "{tmp}/x.png"], "--eta"),
+    (["sample", "--run-dir", "{run}", "--class", "dog", "--sampler", "ddpm", "--eta", "1", "--out", "{tmp}/x.png"],
+     "--eta belongs to --sampler ddim"),
+    (["sample", "--run-dir", "{run}", "--class", "dog", "--guidance-interval", "5,1", "--out", "{tmp}/x.png"],
+     "--guidance-interval"),
+    (["sample", "--run-dir", "{run}", "--class", "dog", "--guidance-interval", "nan,1", "--out", "{tmp}/x.png"],
+     "--guidance-interval"),
+    (["evaluate", "--samples", "{tmp}/s.npz", "--skip-fid", "--out", "{tmp}/scores.txt"], "must end in .json"),
 ]
 
 

@@ -19,7 +19,8 @@ from PIL import Image
 from catdog.cli import main
 from catdog.config import SampleConfig
 from catdog.data import create_cat_dog_dataset
-from catdog.demo import Demo, read_upload
+from catdog.demo import Demo
+from catdog.pictures import read_upload
 from catdog.errors import UserError
 from catdog.server import DemoServer
 

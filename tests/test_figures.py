@@ -27,7 +27,8 @@ SAMPLE = SampleConfig(steps=5)
 
 def test_every_figure_is_written_and_decodes(figures, tiny_run):
     expected = {"reconstructions.png", "latent_tsne.png", "samples.png", "nearest_training.png", "denoising_cat.gif",
-                "denoising_dog.gif", "denoising_path_cat.png", "denoising_path_dog.png", "training_curves.png"}
+                "denoising_dog.gif", "denoising_path_cat.png", "denoising_path_dog.png", "training_curves.png",
+                "translations.png"}
     assert expected == set(figures)
     for path in figures.values():
         with Image.open(path) as im:
@@ -78,3 +79,16 @@ def test_training_curves_with_a_loss_that_starts_late(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = plot_training_curves(tmp_path / "metrics.jsonl", tmp_path / "curves.png")
     assert Image.open(out).size[0] > 100
+
+
+def test_translation_figure_shows_the_run_s_own_img2img(figures, tiny_run):
+    """Its first row: the first test cat, then that cat turned into a dog at each strength by Run.img2img."""
+    from catdog.data import create_cat_dog_dataset
+    from catdog.figures import N_TRANSLATED_PER_CLASS, TRANSLATION_STRENGTHS
+    with Image.open(figures["translations.png"]) as im:
+        assert im.size[0] > im.size[1] * (1 + len(TRANSLATION_STRENGTHS)) / (2 * N_TRANSLATED_PER_CLASS) * 0.8
+    images, labels = create_cat_dog_dataset("test")
+    cat = images[labels == 0][:1]
+    run = load_run(tiny_run.root)
+    outputs = [run.img2img(cat, [1], s, SAMPLE)[0] for s in TRANSLATION_STRENGTHS]
+    assert len({o.tobytes() for o in outputs}) == len(TRANSLATION_STRENGTHS)      # each strength differs

@@ -6,7 +6,7 @@ import torch
 
 from catdog.diffusion import ConditionalDenoiseDiffusion, cosine_alpha_bar
 from catdog.denoiser import ConditionalUNet
-from catdog.sample import ddim_sample, ddim_timesteps, ddpm_sample, guided_denoiser
+from catdog.sample import ddim_sample, ddim_timesteps, ddpm_sample, guided_denoiser, noise_level
 
 N_STEPS = 200
 ALPHA_BAR = cosine_alpha_bar(N_STEPS).float()
@@ -31,15 +31,18 @@ def gaussian_denoiser(mean: float, std: float):
     return denoise
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "ddim_eta0.5"])
 def test_gaussian_data_is_reproduced(sampler):
-    """Oracle: with the exact denoiser of N(3, 0.5^2), samples have mean 3 and std 0.5."""
+    """Oracle: with the exact denoiser of N(3, 0.5^2), samples have mean 3 and std 0.5: deterministic
+    DDIM in 25 steps, the stochastic samplers at every step (in few large steps they fall short of the
+    variance, since each step plugs in the mean prediction)."""
     g = torch.Generator().manual_seed(0)
     denoise = gaussian_denoiser(3.0, 0.5)
     if sampler == "ddpm":
         z = ddpm_sample(denoise, ALPHA_BAR, (4000, 2), g)
     else:
-        z = ddim_sample(denoise, ALPHA_BAR, (4000, 2), g, steps=25)
+        eta = float(sampler.partition("eta")[2] or 0)
+        z = ddim_sample(denoise, ALPHA_BAR, (4000, 2), g, steps=N_STEPS if eta else 25, eta=eta)
     assert abs(z.mean().item() - 3.0) < 0.03
     assert abs(z.std().item() - 0.5) < 0.03
 
@@ -65,3 +68,29 @@ def test_guidance_one_is_the_conditional_prediction_and_w_extrapolates():
     torch.testing.assert_close(guided_denoiser(diffusion, y, 3.0)(z, t), uncond + 3 * (cond - uncond),
                                atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(guided_denoiser(diffusion, y, 0.0)(z, t), uncond, atol=1e-6, rtol=0)
+
+
+def test_ddim_with_eta_one_at_every_step_is_the_ddpm_chain():
+    """Oracle: DDIM's eta = 1 on all n_steps is DDPM's ancestral step (same variance, same mean), and it
+    draws its noise in the same order, so from one seed the two chains agree."""
+    denoise = gaussian_denoiser(1.0, 0.7)
+    ddpm = ddpm_sample(denoise, ALPHA_BAR, (16, 3), torch.Generator().manual_seed(3))
+    ddim = ddim_sample(denoise, ALPHA_BAR, (16, 3), torch.Generator().manual_seed(3), steps=N_STEPS, eta=1.0)
+    torch.testing.assert_close(ddim, ddpm, atol=1e-4, rtol=1e-4)
+
+
+def test_guidance_interval_guides_only_inside_it():
+    """Within (lo, hi] of sigma the guided prediction, outside it the conditional one."""
+    torch.manual_seed(0)
+    diffusion = ConditionalDenoiseDiffusion(ConditionalUNet(6, (16,), 1, 8), n_steps=N_STEPS)
+    for p in diffusion.model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    t = torch.tensor([5, 60, 120, 190])
+    sigma = noise_level(diffusion.alpha_bar[t])
+    interval = (float(sigma[0] + sigma[1]) / 2, float(sigma[2] + sigma[3]) / 2)   # holds t = 60 and 120
+    z, y = torch.randn(4, 6), torch.tensor([0, 1, 1, 0])
+    cond = diffusion.denoise(z, t, y)
+    uncond = diffusion.denoise(z, t, torch.full_like(y, 2))
+    expected = torch.stack([cond[0], uncond[1] + 4 * (cond[1] - uncond[1]),
+                            uncond[2] + 4 * (cond[2] - uncond[2]), cond[3]])
+    torch.testing.assert_close(guided_denoiser(diffusion, y, 4.0, interval)(z, t), expected, atol=1e-5, rtol=1e-5)

@@ -199,6 +199,12 @@ class SimpleAutoencoder(nn.Module):
         return torch.cat(in_batches(encode, images, batch_size))
 
     @torch.no_grad()
+    def predict_classes(self, images) -> tuple[int, ...]:
+        """The latent classifier's class (0 cat, 1 dog) of each uint8 image (N, 32, 32, 3)."""
+        latents = self.encode_images(np.stack(images)).to(self.latent_mean.device)
+        return tuple(int(c) for c in self.classifier(latents).argmax(1).tolist())
+
+    @torch.no_grad()
     def decode_latents(self, z: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """Standardised latents z (N, D) -> x (N, 3, 32, 32) clamped to [-1, 1], on z's device."""
         return torch.cat(in_batches(lambda zb: self.decode(self.denormalize(zb)).clamp(-1, 1), z, batch_size))

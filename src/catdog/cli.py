@@ -5,6 +5,8 @@
     catdog train-diffusion  the autoencoder (if missing) and diffusion stages
     catdog sample           images of one class from a trained run, as a PNG grid and/or .npz
     catdog visualize        rewrite the figures of a trained run
+    catdog img2img          turn pictures into the other class (SDEdit-style, through the latent)
+    catdog interpolate      frames between two seeds or two pictures, as a PNG strip and a GIF
     catdog evaluate         FID / KID / class fidelity / reconstruction metrics -> eval.json
     catdog export           a slim (fp16) copy of a trained run, e.g. for pretrained/
     catdog demo             a local web page on a trained run (pretrained/ by default)
@@ -32,6 +34,8 @@ examples:
   catdog sample --run-dir pretrained --class dog --n 64 --seed 0 --out dogs.png
   catdog sample --run-dir pretrained --class cat --sampler ddpm --out cats.png   # all n_steps, ancestral
   catdog visualize --run-dir runs/cpu
+  catdog img2img --run-dir pretrained --image my_cat.jpg --class dog --out my_dog.png
+  catdog interpolate --run-dir pretrained --seeds 3,7 --classes cat,dog --out strip.png --gif strip.gif
   catdog evaluate --run-dir runs/cpu --n 2000
   catdog demo                                 # the page on pretrained/, at http://127.0.0.1:7860/
 """
@@ -126,7 +130,7 @@ def resolve_config(args) -> tuple[Config, str]:
     return override(PRESETS[preset], changes), preset
 
 
-COMMANDS_WITH_HELP = ("", "run", "sample", "visualize", "evaluate", "export", "demo")
+COMMANDS_WITH_HELP = ("", "run", "sample", "img2img", "interpolate", "visualize", "evaluate", "export", "demo")
 
 
 def help_text() -> str:
@@ -157,6 +161,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_flags(p)
     p.add_argument("--out", type=Path, default=None, help="PNG grid to write")
     p.add_argument("--npz", type=Path, default=None, help="also write raw uint8 images (key 'images')")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: auto)")
+
+    p = sub.add_parser("img2img", help="turn pictures into the other class through the latent",
+                       formatter_class=DefaultsFormatter, epilog=EXAMPLES, description=IMG2IMG_HELP)
+    p.add_argument("--run-dir", type=Path, required=True, help="trained run folder (e.g. pretrained)")
+    p.add_argument("--image", type=Path, required=True,
+                   help="a PNG/JPEG of any size (centre-cropped, resized to 32x32, as the demo page reads "
+                        "uploads), or an .npz with 'images' uint8 (n,32,32,3)")
+    p.add_argument("--class", dest="class_name", required=True, help="the target class: cat or dog")
+    p.add_argument("--strength", type=float, default=RECOMMENDED_STRENGTH,
+                   help="share of the sampling schedule re-run: 0 = the reconstruction, 1 = a new sample")
+    _add_sampling_flags(p)
+    p.add_argument("--out", type=Path, default=None, help="PNG: the inputs (upper rows) above their translations")
+    p.add_argument("--npz", type=Path, default=None, help="also write 'images' (translations), 'labels', 'sources'")
+    p.add_argument("--force", action="store_true", help="replace existing --out / --npz files")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: auto)")
+
+    p = sub.add_parser("interpolate", help="frames between two seeds or two pictures (PNG strip, GIF)",
+                       formatter_class=DefaultsFormatter, epilog=EXAMPLES)
+    p.add_argument("--run-dir", type=Path, required=True, help="trained run folder (e.g. pretrained)")
+    ends = p.add_mutually_exclusive_group(required=True)
+    ends.add_argument("--seeds", type=_int_tuple, default=None, metavar="A,B",
+                      help="two seeds: their starting noises are interpolated (spherically)")
+    ends.add_argument("--images", default=None, metavar="A.png,B.png",
+                      help="two PNG/JPEG pictures: their DDIM-inverted latents are interpolated")
+    p.add_argument("--classes", default=None, metavar="A,B",
+                   help="class of each end (default: cat,dog for seeds; for pictures, what the latent "
+                        "classifier says)")
+    p.add_argument("--frames", type=_int, default=9, help="frames, both ends included (2..64)")
+    _add_sampling_flags(p)
+    p.add_argument("--out", type=Path, default=None, help="PNG strip of the frames")
+    p.add_argument("--gif", type=Path, default=None, help="GIF of the frames")
+    p.add_argument("--force", action="store_true", help="replace existing --out / --gif files")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: auto)")
 
     p = sub.add_parser("visualize", help="rewrite the figures of a trained run", epilog=EXAMPLES,
@@ -210,6 +247,11 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=_positive_int, default=None, help=f"DDIM steps (default: {d.steps})")
     p.add_argument("--guidance", type=_finite_float, default=d.guidance,
                    help="classifier-free guidance w; 1 = plain conditional")
+    p.add_argument("--eta", type=_finite_float, default=d.eta,
+                   help="ddim only: 0 deterministic, 1 ancestral (fresh noise at every step), between: a mix")
+    p.add_argument("--guidance-interval", type=_interval, default=None, metavar="LO,HI",
+                   help="guide only at noise levels LO < sigma <= HI (sigma^2 = (1 - alpha_bar) / alpha_bar); "
+                        "the conditional model elsewhere (default: guide at every step)")
     p.add_argument("--seed", type=_seed, default=d.seed, help="seed of the starting noise")
     p.add_argument("--refiner-steps", type=_positive_int, default=d.refiner_steps,
                    help="DDIM steps of the refiner (runs that have one)")
@@ -222,14 +264,34 @@ def sample_config(args) -> SampleConfig:
     if args.sampler == "ddpm" and args.steps is not None:
         raise UserError("--steps sets the DDIM steps; --sampler ddpm always runs all of the model's n_steps")
     steps = SampleConfig.steps if args.steps is None else args.steps
-    return SampleConfig(args.sampler, steps, args.guidance, args.seed, args.refiner, args.refiner_steps)
+    return SampleConfig(args.sampler, steps, args.guidance, args.seed, args.refiner, args.refiner_steps,
+                        args.eta, args.guidance_interval)
 
 
 def _float_tuple(text: str) -> tuple[float, ...]:
     return tuple(_finite_float(v) for v in text.split(","))
 
 
+def _interval(text: str) -> tuple[float, float]:
+    """'LO,HI' -> (LO, HI); HI may be 'inf'."""
+    parts = text.split(",")
+    try:
+        values = tuple(float(v) for v in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 2 or math.isnan(values[0]) or math.isnan(values[1]) or math.isinf(values[0]):
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers, HI may be inf), got {text!r}")
+    return values
+
+
 MAX_SAMPLE = 100_000                    # images per `catdog sample` (300 MB of uint8)
+RECOMMENDED_STRENGTH = 0.5
+IMG2IMG_HELP = """Turn pictures into the target class through the latent (SDEdit, as diffusers' img2img):
+encode, noise the standardised latent to the step that --strength selects on the sampling schedule,
+run the remaining int(steps * strength) steps toward --class with guidance, decode and refine.
+Strength 0 gives the reconstruction, 1 a new sample from the same seed. For cat <-> dog the project
+recommends 0.5: measured on pretrained/ (docs/experiments.md), lower strengths keep the picture but
+rarely change what the judge sees, higher ones make the target class but lose the picture's layout."""
 MAX_GRID = 4096                         # images in one PNG grid
 
 
@@ -335,6 +397,86 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_img2img(args) -> int:
+    import numpy as np
+
+    from catdog.config import validate_sampling
+    from catdog.data import class_index
+    from catdog.device import pick_device
+    from catdog.pictures import read_pictures
+    from catdog.run_dir import load_run
+    from catdog.translate import check_strength
+    from catdog.viz import save_image_grid
+    class_id = class_index(args.class_name)
+    sample = sample_config(args)
+    check_strength(args.strength)
+    if args.out is None and args.npz is None:
+        raise UserError("nothing to write: give --out FILE.png and/or --npz FILE.npz")
+    for path, suffix, flag in ((args.out, ".png", "--out"), (args.npz, ".npz", "--npz")):
+        if path is not None:
+            check_output_file(path, suffix, flag, replace=args.force)
+    sources = read_pictures(args.image)
+    if len(sources) > MAX_SAMPLE:
+        raise UserError(f"--image {args.image}: {len(sources):,} images; at most {MAX_SAMPLE:,} per command")
+    run = load_run(args.run_dir, pick_device(args.device))
+    validate_sampling(sample, run.diffusion.n_steps)
+    images = run.img2img(sources, np.full(len(sources), class_id), args.strength, sample, progress=len(sources) > 1000)
+    if args.out is not None:
+        rows = [part for start in range(0, min(len(images), MAX_GRID // 2), 8)
+                for part in (sources[start:start + 8], images[start:start + 8])]
+        save_image_grid(np.concatenate(rows), args.out, ncols=min(8, len(images)))
+        print(f"wrote {args.out}")
+    if args.npz is not None:
+        np.savez(args.npz, images=images, labels=np.full(len(images), class_id, dtype=np.int64), sources=sources)
+        print(f"wrote {args.npz}: images {images.shape} uint8")
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    from catdog.config import validate_sampling
+    from catdog.data import CLASS_NAMES, class_index
+    from catdog.device import pick_device
+    from catdog.pictures import read_pictures
+    from catdog.run_dir import load_run
+    from catdog.translate import interpolation_shares
+    from catdog.viz import create_diffusion_animation, save_image_grid
+    sample = sample_config(args)
+    shares = interpolation_shares(args.frames)
+    if args.out is None and args.gif is None:
+        raise UserError("nothing to write: give --out FILE.png and/or --gif FILE.gif")
+    for path, suffix, flag in ((args.out, ".png", "--out"), (args.gif, ".gif", "--gif")):
+        if path is not None:
+            check_output_file(path, suffix, flag, replace=args.force)
+    if args.seeds is not None:
+        if len(args.seeds) != 2 or min(args.seeds) < 0:
+            raise UserError(f"--seeds needs two seeds >= 0 (A,B), got {args.seeds}")
+        ends = args.seeds
+    else:
+        names = args.images.split(",")
+        if len(names) != 2:
+            raise UserError(f"--images needs two files (A.png,B.png), got {args.images!r}")
+        ends = tuple(read_pictures(Path(name))[0] for name in names)
+    classes = None
+    if args.classes is not None:
+        names = args.classes.split(",")
+        if len(names) != 2:
+            raise UserError(f"--classes needs two classes (A,B), got {args.classes!r}")
+        classes = tuple(class_index(name) for name in names)
+    run = load_run(args.run_dir, pick_device(args.device))
+    validate_sampling(sample, run.diffusion.n_steps)
+    if classes is None:
+        classes = (0, 1) if args.seeds is not None else run.autoencoder.predict_classes(ends)
+        print(f"classes: {CLASS_NAMES[classes[0]]} -> {CLASS_NAMES[classes[1]]}")
+    frames = run.interpolate(ends, classes, args.frames, sample)
+    if args.out is not None:
+        save_image_grid(frames, args.out, ncols=len(frames))
+        print(f"wrote {args.out}")
+    if args.gif is not None:
+        create_diffusion_animation(frames, [f"{s:.2f}" for s in shares], args.gif, frame_ms=250)
+        print(f"wrote {args.gif}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from catdog.run_dir import export_run
     for path in export_run(args.run_dir, args.out, fp16=not args.fp32, force=args.force):
@@ -385,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
             until, figures = {"run": ("refiner", True), "train-ae": ("autoencoder", False),
                               "train-diffusion": ("diffusion", False)}[args.command]
             return cmd_train(args, until, figures)
-        commands = {"sample": cmd_sample, "visualize": cmd_visualize, "evaluate": cmd_evaluate,
+        commands = {"sample": cmd_sample, "img2img": cmd_img2img, "interpolate": cmd_interpolate,
+                    "visualize": cmd_visualize, "evaluate": cmd_evaluate,
                     "export": cmd_export, "demo": cmd_demo}
         return commands[args.command](args)
     except UserError as e:

@@ -9,6 +9,7 @@ names are unique across the parts and carry their units (`ae_train_steps`, `ema_
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from catdog.errors import UserError
@@ -110,6 +111,8 @@ class SampleConfig:
     seed: int = 0
     refiner: bool = True                     # use the run's refiner if it has one
     refiner_steps: int = 10                  # DDIM steps of the refiner
+    eta: float = 0.0                         # ddim: 0 deterministic, 1 ancestral (fresh noise every step)
+    guidance_interval: tuple[float, float] | None = None   # guide only where lo < sigma_t <= hi
 
 
 PRESETS: dict[str, Config] = {
@@ -306,5 +309,12 @@ def validate_sampling(sample: SampleConfig, n_steps: int) -> None:
         raise UserError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {sample.sampler!r}")
     if not 1 <= sample.steps <= n_steps:
         raise UserError(f"--steps must be in 1..{n_steps} (the model's n_steps), got {sample.steps}")
+    if not 0.0 <= sample.eta <= 1.0:
+        raise UserError(f"--eta must be in [0, 1], got {sample.eta}")
+    if sample.sampler == "ddpm" and sample.eta != 0.0:
+        raise UserError("--eta belongs to --sampler ddim; ddpm is always ancestral")
+    lo, hi = sample.guidance_interval or (0.0, math.inf)
+    if not 0.0 <= lo < hi:
+        raise UserError(f"--guidance-interval LO,HI needs 0 <= LO < HI, got {lo:g},{hi:g}")
     if not 1 <= sample.refiner_steps <= 1000:
         raise UserError(f"--refiner-steps must be in 1..1000, got {sample.refiner_steps}")

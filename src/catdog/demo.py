@@ -8,28 +8,22 @@ settings give the same images as `catdog sample`.
 
 from __future__ import annotations
 
-import io
 import json
 import threading
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from catdog.config import SampleConfig, validate_sampling
 from catdog.data import CLASS_NAMES, create_cat_dog_dataset, to_model_range, to_uint8
 from catdog.errors import UserError
 from catdog.figures import frame_labels, trajectory
+from catdog.pictures import read_upload
 from catdog.run_dir import load_run, read_latents, unmirrored
 from catdog.sample import REFINER_SEED_OFFSET, class_mix_denoiser, ddim_sample, ddpm_sample
 
 MAX_IMAGES = 64
-MAX_UPLOAD_BYTES = 10 * 2**20
-MAX_UPLOAD_PIXELS = 40_000_000           # 10000 x 10000 is refused before it is decoded
-MIN_UPLOAD_SIDE = 8
-UPLOAD_FORMATS = ("PNG", "JPEG")
 MAX_GUIDANCE = 20.0
 MORPH_FRAMES = 9
 
@@ -135,33 +129,3 @@ class Demo:
     def _top(self, distances: np.ndarray, k: int) -> list[Neighbour]:
         order = np.argsort(distances, kind="stable")[:k]
         return [Neighbour(int(i), int(self.train_labels[i]), float(distances[i])) for i in order]
-
-
-def read_upload(upload: bytes) -> np.ndarray:
-    """A PNG or JPEG of any size -> uint8 (32, 32, 3): centre-cropped to a square, then resized.
-    Anything else is a UserError that says what was wrong."""
-    if len(upload) > MAX_UPLOAD_BYTES:
-        raise UserError(f"the file is {len(upload) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
-    if not upload:
-        raise UserError("the file is empty")
-    try:
-        with warnings.catch_warnings():                          # the size is checked below, by our limit
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(upload))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        raise UserError("not an image: upload a PNG or JPEG") from None
-    if image.format not in UPLOAD_FORMATS:
-        raise UserError(f"{image.format} images are not accepted: upload a PNG or JPEG")
-    w, h = image.size
-    if w * h > MAX_UPLOAD_PIXELS:
-        raise UserError(f"the image is {w}x{h} pixels; the limit is {MAX_UPLOAD_PIXELS // 10**6} megapixels")
-    if min(w, h) < MIN_UPLOAD_SIDE:
-        raise UserError(f"the image is {w}x{h} pixels; it needs at least {MIN_UPLOAD_SIDE} on each side")
-    try:
-        image.load()
-    except (OSError, SyntaxError, ValueError):
-        raise UserError("the image is truncated or corrupt") from None
-    side = min(w, h)
-    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
-    square = image.convert("RGB").crop(box)
-    return np.array(square.resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=2.0), dtype=np.uint8)

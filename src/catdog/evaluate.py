@@ -102,14 +102,15 @@ class FidScorer:
     def features(self, images: np.ndarray, desc: str) -> np.ndarray:
         return inception_features(images, self.net, self.device, desc=desc)
 
-    def real_features(self, images: np.ndarray, name: str) -> np.ndarray:
-        """Features of real images, cached on disk by content."""
+    def cached(self, images: np.ndarray, name: str) -> np.ndarray:
+        """Features of a fixed image set, cached on disk by content: real images, and reconstructions
+        (the same decoder and refiner seed repeat them, so runs sharing those stages share the floor)."""
         return cached_features(images, name, self.net, self.device)
 
     def train_features(self, n: int) -> np.ndarray:
         """Features of n training images, a fixed draw (the first n of a seeded permutation)."""
         order = np.random.default_rng(0).permutation(len(self.train_images))[:n]
-        return self.real_features(self.train_images[np.sort(order)], f"train{n}")
+        return self.cached(self.train_images[np.sort(order)], f"train{n}")
 
     def score(self, images: np.ndarray, labels: np.ndarray, features: np.ndarray | None = None) -> dict:
         """FID (all, per class; vs training stats), KID (vs the real test features), precision and recall
@@ -171,12 +172,13 @@ def evaluate_run(run_dir: Path, n: int, sample: SampleConfig = SampleConfig(), d
     originals = np.concatenate([test_images[test_idx], train_images[train_idx]])
     real_labels = np.concatenate([test_labels[test_idx], train_labels[train_idx]])
     original_features = None if fid is None else np.concatenate(
-        [fid.test_features[test_idx]] + ([fid.real_features(train_images[train_idx], "floor_train")]
+        [fid.test_features[test_idx]] + ([fid.cached(train_images[train_idx], "floor_train")]
                                          if len(train_idx) else []))
     seen = train_images[:len(test_images)]                       # as many training images, for the gap
     result = {
         "run_dir": str(run.paths.root), "sampler": sample.sampler, "steps": sample.steps,
-        "guidance": sample.guidance, "seed": sample.seed, "refiner": run.refiner is not None and sample.refiner,
+        "guidance": sample.guidance, "eta": sample.eta, "guidance_interval": sample.guidance_interval,
+        "seed": sample.seed, "refiner": run.refiner is not None and sample.refiner,
         "refiner_steps": sample.refiner_steps,
         "floor_images": {"test": int(len(test_idx)), "train": int(len(train_idx))},
         "recon_psnr_train": psnr_db(seen, autoencoder.reconstruct_images(seen)),
@@ -236,7 +238,7 @@ def reconstruction_scores(recon: np.ndarray, originals: np.ndarray, labels: np.n
     row = {"psnr": psnr_db(originals, recon), "judge": class_accuracy(judge, recon, labels),
            "fid_vs_originals": None, "floor_fid": None}
     if fid is not None:
-        features = fid.features(recon, "reconstructions")
+        features = fid.cached(recon, "reconstructions")
         row["fid_vs_originals"] = fid_or_none(features, feature_stats(original_features))
         row["floor_fid"] = fid_or_none(features, fid.ref["all"])
     return row

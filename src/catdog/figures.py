@@ -21,13 +21,15 @@ from catdog.run_dir import RunPaths, load_run, run_latents, unmirrored
 from catdog.sample import sample_latents
 from catdog.viz import (create_diffusion_animation, generate_samples_grid, plot_training_curves,
                         visualize_denoising_steps, visualize_latent_space, visualize_nearest,
-                        visualize_reconstructions)
+                        visualize_reconstructions, visualize_translations)
 
 N_RECON_PER_CLASS = 8
 N_PATH_FRAMES = 8
 N_NEAREST_PER_CLASS = 4
 SAMPLES_PER_CLASS = 16
 TSNE_POINTS = 2000
+N_TRANSLATED_PER_CLASS = 4
+TRANSLATION_STRENGTHS = (0.3, 0.5, 0.7)
 TRAJECTORY_SEED_OFFSET = 1000            # trajectories use seed + offset + class, apart from the grid
 
 
@@ -36,7 +38,7 @@ def trajectory(autoencoder, diffusion, class_id: int, seed: int, sample: SampleC
     """One sample's real reverse trajectory: z_t after every sampler step (T+1, D) and its decoded frames."""
     y = torch.tensor([class_id], device=diffusion.alpha_bar.device)
     _, traj = sample_latents(diffusion, y, seed, sample.steps, sample.guidance, return_trajectory=True,
-                             sampler=sample.sampler)
+                             sampler=sample.sampler, eta=sample.eta, guidance_interval=sample.guidance_interval)
     z_path = traj[:, 0]                                                      # (steps + 1, D)
     return z_path, to_uint8(autoencoder.decode_latents(z_path))
 
@@ -111,6 +113,14 @@ def write_all_figures(paths: RunPaths, data=None, device: torch.device = torch.d
             frames[pick], [labels_c[i] for i in pick], path_2d, background, latents["test_labels"].numpy(),
             out / f"denoising_path_{name}.png",
             f"{name}: {how}, from noise to sample, in the PCA plane of the test latents"))
+
+    # 5b. cat <-> dog: test images of each class translated to the other at three strengths
+    shown = np.concatenate([np.flatnonzero(test_labels == c)[:N_TRANSLATED_PER_CLASS] for c in range(2)])
+    targets = 1 - test_labels[shown]
+    translations = [run.img2img(test_images[shown], targets, s, sample) for s in TRANSLATION_STRENGTHS]
+    written.append(visualize_translations(test_images[shown], translations, list(TRANSLATION_STRENGTHS),
+                                          test_labels[shown], out / "translations.png",
+                                          f"cat <-> dog: img2img at strength s ({how})"))
 
     # 6. training curves
     if paths.metrics.exists():

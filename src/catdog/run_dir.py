@@ -44,7 +44,8 @@ from catdog.data import create_cat_dog_dataset, to_uint8
 from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
 from catdog.errors import UserError
 from catdog.refiner import Refiner
-from catdog.sample import REFINER_SEED_OFFSET, generate_images
+from catdog.sample import REFINER_SEED_OFFSET, generate_images, images_from_latents
+from catdog.translate import check_strength, interpolate_latents, invert_latents, refine_frames, translate_latents
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,44 @@ class Run:
         refiner = self.refiner if sample.refiner else None
         return generate_images(self.autoencoder, self.diffusion, labels, sample.seed, sample.steps, sample.guidance,
                                progress=progress, return_latents=return_latents, sampler=sample.sampler,
-                               refiner=refiner, refiner_steps=sample.refiner_steps)
+                               refiner=refiner, refiner_steps=sample.refiner_steps, eta=sample.eta,
+                               guidance_interval=sample.guidance_interval)
+
+    def img2img(self, images: np.ndarray, target_labels, strength: float, sample: SampleConfig = SampleConfig(),
+                progress: bool = False) -> np.ndarray:
+        """uint8 images (N, 32, 32, 3) turned toward target classes (N,): encoded, noised to `strength` of
+        the sampling schedule, denoised toward the target with guidance, decoded and refined (translate.py).
+        Strength 0 gives the (refined) reconstructions, 1 a fresh sample from the same seed."""
+        check_strength(strength)
+        z0 = self.autoencoder.normalize(self.autoencoder.encode_images(images).to(self.autoencoder.latent_mean.device))
+        latent_of = lambda y, seed, z: translate_latents(self.diffusion, z, y, strength, sample, seed)
+        return images_from_latents(self.autoencoder, self.diffusion, latent_of, target_labels, sample.seed,
+                                   progress=progress, refiner=self.refiner if sample.refiner else None,
+                                   refiner_steps=sample.refiner_steps, guidance=sample.guidance, inputs=z0)
+
+    def interpolate(self, ends, classes: tuple[int, int], frames: int = 9, sample: SampleConfig = SampleConfig()
+                    ) -> np.ndarray:
+        """uint8 (frames, 32, 32, 3) from one end to the other by deterministic DDIM (translate.py). `ends`:
+        two seeds (the frames start from their interpolated noise; the end frames are `generate` of each
+        seed and class) or two uint8 images (32, 32, 3) of the given classes (their DDIM-inverted latents,
+        with the conditional model at guidance 1)."""
+        if sample.sampler != "ddim" or sample.eta != 0:
+            raise UserError("interpolation needs the deterministic sampler: --sampler ddim with --eta 0")
+        device = self.autoencoder.latent_mean.device
+        dim = self.diffusion.model.output.out_features
+        if all(isinstance(e, (int, np.integer)) for e in ends):
+            seeds = tuple(int(e) for e in ends)
+            start = tuple(torch.randn(1, dim, generator=torch.Generator().manual_seed(s)).to(device) for s in seeds)
+            guidance = sample.guidance
+        else:
+            images = np.stack([np.asarray(e) for e in ends])
+            z0 = self.autoencoder.normalize(self.autoencoder.encode_images(images).to(device))
+            start = tuple(invert_latents(self.diffusion, z0[i:i + 1], torch.tensor([classes[i]], device=device),
+                                         sample.steps) for i in range(2))
+            seeds, guidance = (sample.seed, sample.seed), 1.0
+        z, shares = interpolate_latents(self.diffusion, start, classes, frames, sample, guidance)
+        x = self.autoencoder.decode_latents(z)
+        return refine_frames(self.refiner if sample.refiner else None, x, classes, seeds, shares, sample.refiner_steps)
 
     def refine_reconstructions(self, images: np.ndarray, labels, sample: SampleConfig) -> np.ndarray | None:
         """uint8 (N, 32, 32, 3): the refiner applied to the decoder's reconstructions of uint8 images of

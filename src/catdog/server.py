@@ -23,7 +23,8 @@ from PIL import Image
 
 from catdog.config import SAMPLERS, SampleConfig
 from catdog.data import class_index
-from catdog.demo import MAX_UPLOAD_BYTES, Demo
+from catdog.demo import Demo
+from catdog.pictures import MAX_UPLOAD_BYTES
 from catdog.errors import UserError
 from catdog.viz import image_grid
 

@@ -89,6 +89,26 @@ def visualize_nearest(samples: np.ndarray, neighbours: dict[str, tuple[np.ndarra
     return _save(fig, out_path)
 
 
+def visualize_translations(sources: np.ndarray, translations: list[np.ndarray], strengths: list[float],
+                           source_labels: np.ndarray, out_path, title: str = "") -> Path:
+    """One row per source image: the source, then its translation to the other class at each strength
+    (translations[k] is (N, 32, 32, 3) at strengths[k]), columns headed by their strength."""
+    n, cols = len(sources), 1 + len(strengths)
+    fig, axes = plt.subplots(n, cols, figsize=(1.0 * cols, 1.0 * n + 0.4), squeeze=False)
+    for i in range(n):
+        other = CLASS_NAMES[1 - int(source_labels[i])]
+        for j, image in enumerate([sources[i]] + [t[i] for t in translations]):
+            ax = axes[i, j]
+            ax.imshow(image)
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0 or source_labels[i] != source_labels[i - 1]:
+                head = CLASS_NAMES[int(source_labels[i])] if j == 0 else f"{other} {strengths[j - 1]:g}"
+                ax.set_title(head, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    return _save(fig, out_path)
+
+
 def visualize_latent_space(latents: np.ndarray, labels: np.ndarray, out_path,
                            probe_acc: float | None = None, random_state: int = 0) -> Path:
     """t-SNE (scikit-learn, fixed random_state) of latents (N, D), coloured by class."""
