@@ -67,12 +67,21 @@ def test_generate_is_what_catdog_sample_writes(demo, tiny_run, tmp_path):
     np.testing.assert_array_equal(images, np.load(npz)["images"])
 
 
-def test_morph_runs_from_the_cat_sample_to_the_dog_sample(demo):
-    """Its ends are the guided cat and dog samples of the same seed (batch of one)."""
-    strip, shares = demo.morph(FAST, frames=3)
-    assert shares == [0.0, 0.5, 1.0] and strip.shape == (3, 32, 32, 3)
+def test_morph_turns_the_cat_sample_into_the_dog_sample(demo):
+    """It starts at the cat sample of the seed and ends at strength 1, which is the dog sample of the
+    same seed up to the signal alpha_bar_T leaves; in between, img2img of that cat at each strength."""
+    strip, strengths = demo.morph(0, FAST, frames=3)
+    assert strengths == [0.0, 0.5, 1.0] and strip.shape == (3, 32, 32, 3)
     cat, dog = (demo.generate(c, 1, FAST)[0] for c in (0, 1))
-    assert np.abs(strip[0].astype(int) - cat).max() <= 1 and np.abs(strip[-1].astype(int) - dog).max() <= 1
+    np.testing.assert_array_equal(strip[0], cat)
+    np.testing.assert_array_equal(strip[1], demo.translate(cat, 1, 0.5, FAST))
+    assert np.abs(strip[-1].astype(int) - dog).max() <= 3
+
+
+def test_interpolation_ends_at_the_two_samples(demo):
+    frames = demo.interpolate((4, 5), (1, 0), FAST, frames=4)
+    np.testing.assert_array_equal(frames[0], demo.generate(1, 1, replace(FAST, seed=4))[0])
+    np.testing.assert_array_equal(frames[-1], demo.generate(0, 1, replace(FAST, seed=5))[0])
 
 
 def test_denoising_is_the_real_trajectory(demo):
@@ -139,6 +148,21 @@ def test_bad_requests_get_a_message(server, body, message):
     assert status == 400 and message in reply["error"], reply
 
 
+def test_translate_requests(server, demo):
+    """The upload's pixels come back from /api/reconstruct; /api/translate turns them into the target class,
+    as Demo.translate does; a strength outside [0, 1] or a malformed image is a 400 with a message."""
+    test_image = create_cat_dog_dataset("test")[0][0]
+    status, reply = post(server, "reconstruct", png_bytes(Image.fromarray(test_image)))
+    assert status == 200
+    body = {"image": reply["raw"], "class": "dog", "strength": 0.6, "steps": 5}
+    status, reply = post(server, "translate", json.dumps(body).encode())
+    assert status == 200 and reply["image"].startswith("data:image/png;base64,")
+    for change, message in (({"strength": 1.5}, "--strength"), ({"image": "AAAA"}, "3072 bytes"),
+                            ({"class": "horse"}, "unknown class")):
+        status, reply = post(server, "translate", json.dumps({**body, **change}).encode())
+        assert status == 400 and message in reply["error"], reply
+
+
 def test_twenty_visitors_at_once_are_served_in_turn(server):
     body = json.dumps({"class": "dog", "n": 4, "steps": 5}).encode()
     with ThreadPoolExecutor(20) as pool:
@@ -191,4 +215,17 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         page.click("#denoise")
         page.wait_for_selector("#denoise-frame:not([hidden])", timeout=60_000)
         assert page.get_attribute("#denoise-slider", "max") == "5"
+        page.click("#morph")                                            # cat <-> dog at rising strength
+        page.wait_for_function("document.querySelectorAll('#morph-strip img').length === 9", timeout=60_000)
+        captions = page.eval_on_selector_all("#morph-strip figcaption", "cs => cs.map(c => c.textContent)")
+        assert captions[0] == "the sample" and captions[-1] == "cat 1.00"   # the class setting is dog
+        page.click("#interpolate")
+        page.wait_for_function("document.querySelectorAll('#interpolate-strip img').length === 9", timeout=60_000)
+        page.set_input_files("#upload", str(good))                       # turn the uploaded cat into a dog
+        page.wait_for_selector("#translate-controls:not([hidden])", timeout=60_000)
+        page.fill("#strength", "0.7")
+        page.click("#translate")
+        page.wait_for_selector("#translate-result:not([hidden])", timeout=60_000)
+        assert page.text_content("#translate-caption") == f"{page.text_content('#translate-target')}, strength 0.70"
+        assert page.eval_on_selector("#translate-result", "i => i.complete && i.naturalWidth === 128")
         browser.close()

@@ -13,7 +13,7 @@ from catdog.errors import UserError
 from catdog.fid import (feature_stats, find_inception, frechet_distance, inception_features,
                         kernel_inception_distance, load_stats, preprocess, save_stats)
 from catdog.judge import class_accuracy, default_judge_path, load_judge
-from catdog.metrics import linear_probe_accuracy, precision_recall, psnr_db
+from catdog.metrics import linear_probe_accuracy, precision_recall, psnr_db, ssim
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -139,3 +139,15 @@ def test_precision_recall_closed_forms():
     assert precision == 1.0 and 0.5 < recall < 0.56
     with pytest.raises(ValueError):
         precision_recall(real[:3], real, k=3)
+
+
+def test_ssim_closed_forms():
+    """Identical images: 1. Two flat images of levels a and b: only the luminance term remains,
+    (2ab + C1) / (a^2 + b^2 + C1). An image against its negative scores below zero where it has texture."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    assert ssim(images, images) == pytest.approx(1.0)
+    a, b, c1 = 100.0, 140.0, (0.01 * 255) ** 2
+    flat = lambda v: np.full((2, 32, 32, 3), v, np.uint8)
+    assert ssim(flat(a), flat(b)) == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1))
+    assert ssim(images, 255 - images) < 0

@@ -1,6 +1,7 @@
 """What the demo page does with a trained run, without any web code: make a grid, replay one sample's
-real reverse process, morph a cat into a dog at one seed, reconstruct an uploaded picture, and find
-the training images nearest to a sample (is it copying?).
+real reverse process, turn a sample into the other class at rising strength, walk between two seeds,
+reconstruct an uploaded picture and turn it into a cat or a dog, and find the training images nearest
+to a sample (is it copying?).
 
 Every operation is a plain function of a loaded run and explicit settings, so the same seed and
 settings give the same images as `catdog sample`.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from catdog.errors import UserError
 from catdog.figures import frame_labels, trajectory
 from catdog.pictures import read_upload
 from catdog.run_dir import load_run, read_latents, unmirrored
-from catdog.sample import REFINER_SEED_OFFSET, class_mix_denoiser, ddim_sample, ddpm_sample
+from catdog.translate import check_strength
 
 MAX_IMAGES = 64
 MAX_GUIDANCE = 20.0
@@ -77,26 +78,32 @@ class Demo:
         _, frames = trajectory(self.run.autoencoder, self.run.diffusion, class_id, sample.seed, sample)
         return frames, frame_labels(len(frames) - 1)
 
-    def morph(self, sample: SampleConfig, frames: int = MORPH_FRAMES) -> tuple[np.ndarray, list[float]]:
-        """One starting noise, guided from all-cat to all-dog: uint8 (frames, 32, 32, 3) and the dog shares."""
+    def morph(self, class_id: int, sample: SampleConfig, frames: int = MORPH_FRAMES
+              ) -> tuple[np.ndarray, list[float]]:
+        """The sample of `class_id` at this seed (first frame), then that sample turned into the other
+        class by img2img at rising strengths up to 1 (a fresh sample of the other class from the same
+        seed): uint8 (frames, 32, 32, 3) and the strengths (0 for the sample itself)."""
         self.check(sample)
-        diffusion, shares = self.run.diffusion, np.linspace(0, 1, frames).tolist()
-        shape = (1, diffusion.model.output.out_features)
-        z = []
-        for share in shares:
-            denoise = class_mix_denoiser(diffusion, share, sample.guidance)
-            generator = torch.Generator().manual_seed(sample.seed)
-            z.append(ddpm_sample(denoise, diffusion.alpha_bar, shape, generator) if sample.sampler == "ddpm"
-                     else ddim_sample(denoise, diffusion.alpha_bar, shape, generator, sample.steps))
-        x = self.run.autoencoder.decode_latents(torch.cat(z))
-        if self.run.refiner is not None and sample.refiner:        # the same refiner noise for every frame
-            x = torch.cat([self.run.refiner.refine(x[i:i + 1], torch.tensor([int(share >= 0.5)]),
-                                                   sample.seed + REFINER_SEED_OFFSET, sample.refiner_steps)
-                           for i, share in enumerate(shares)])
-        return to_uint8(x), shares
+        source = self.run.generate([class_id], sample)
+        strengths = np.linspace(0, 1, frames).tolist()
+        return np.concatenate([source] + [self.run.img2img(source, [1 - class_id], s, sample)
+                                          for s in strengths[1:]]), strengths
+
+    def translate(self, image: np.ndarray, class_id: int, strength: float, sample: SampleConfig) -> np.ndarray:
+        """A uint8 image (32, 32, 3) turned toward `class_id` by img2img at `strength`."""
+        self.check(sample)
+        check_strength(strength)
+        return self.run.img2img(image[None], [class_id], strength, sample)[0]
+
+    def interpolate(self, seeds: tuple[int, int], classes: tuple[int, int], sample: SampleConfig,
+                    frames: int = MORPH_FRAMES) -> np.ndarray:
+        """Frames between the samples of two seeds (and classes), by deterministic DDIM."""
+        self.check(sample)
+        return self.run.interpolate(seeds, classes, frames, replace(sample, sampler="ddim", eta=0.0))
 
     def reconstruct(self, upload: bytes) -> tuple[np.ndarray, np.ndarray, float]:
-        """An uploaded PNG/JPEG -> (its 32x32 centre crop, the reconstruction, P(dog) of the latent classifier)."""
+        """An uploaded PNG/JPEG -> (its 32x32 centre crop, the decoder's reconstruction, P(dog) of the latent
+        classifier)."""
         image = read_upload(upload)
         autoencoder = self.run.autoencoder
         with torch.no_grad():

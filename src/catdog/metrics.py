@@ -14,6 +14,22 @@ def psnr_db(originals: np.ndarray, reconstructions: np.ndarray) -> float:
     return float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))))
 
 
+def ssim(originals: np.ndarray, others: np.ndarray, window: int = 11, sigma: float = 1.5) -> float:
+    """Mean SSIM (Wang et al. 2004) between uint8 image sets (N, H, W, 3): per channel with a Gaussian
+    window (11 x 11, sigma 1.5) over the positions where it fits, K1 = 0.01, K2 = 0.03, L = 255; the mean
+    over positions, channels and images."""
+    x, y = (torch.as_tensor(v, dtype=torch.float64).permute(0, 3, 1, 2) for v in (originals, others))
+    g = torch.exp(-(torch.arange(window, dtype=torch.float64) - (window - 1) / 2) ** 2 / (2 * sigma ** 2))
+    kernel = (g[:, None] * g[None]) / g.sum() ** 2
+    channels = x.shape[1]
+    blur = lambda v: torch.nn.functional.conv2d(v, kernel.expand(channels, 1, window, window), groups=channels)
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y, cov = blur(x * x) - mu_x ** 2, blur(y * y) - mu_y ** 2, blur(x * y) - mu_x * mu_y
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return float(value.mean())
+
+
 def fit_probe(train_latents: np.ndarray, train_labels: np.ndarray):
     """Logistic regression on standardised latents (the 'linear probe')."""
     from sklearn.linear_model import LogisticRegression

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from catdog.config import SAMPLERS, SampleConfig
-from catdog.data import class_index
+from catdog.data import CLASS_NAMES, class_index
 from catdog.demo import Demo
 from catdog.pictures import MAX_UPLOAD_BYTES
 from catdog.errors import UserError
@@ -80,27 +80,46 @@ class Api:
         return {"frames": [png_data_url(f, SHOW_SCALE * 2) for f in frames], "labels": labels}
 
     def morph(self, body: dict) -> dict:
-        images, shares = self.demo.morph(self.sample_config(body))
-        return {"images": [png_data_url(im, SHOW_SCALE) for im in images], "dog_shares": shares}
+        class_id = class_index(str(body.get("class", "")))
+        images, strengths = self.demo.morph(class_id, self.sample_config(body))
+        return {"images": [png_data_url(im, SHOW_SCALE) for im in images], "strengths": strengths,
+                "target": CLASS_NAMES[1 - class_id]}
+
+    def translate(self, body: dict) -> dict:
+        image = _image(body)
+        out = self.demo.translate(image, class_index(str(body.get("class", ""))), _float(body, "strength", 0.5),
+                                  self.sample_config(body))
+        return {"image": png_data_url(out, SHOW_SCALE)}
+
+    def interpolate(self, body: dict) -> dict:
+        seed = _int(body, "seed", 0)
+        class_id = class_index(str(body.get("class", "")))
+        frames = self.demo.interpolate((seed, seed + 1), (class_id, 1 - class_id), self.sample_config(body))
+        return {"images": [png_data_url(im, SHOW_SCALE) for im in frames]}
 
     def reconstruct(self, upload: bytes) -> dict:
         original, recon, p_dog = self.demo.reconstruct(upload)
         return {"original": png_data_url(original, SHOW_SCALE), "reconstruction": png_data_url(recon, SHOW_SCALE),
-                "p_dog": p_dog}
+                "p_dog": p_dog, "raw": base64.b64encode(original.tobytes()).decode()}
 
     def nearest(self, body: dict) -> dict:
-        try:
-            raw = base64.b64decode(str(body.get("image", "")), validate=True)
-        except ValueError:
-            raise UserError("image must be base64") from None
-        if len(raw) != 32 * 32 * 3:
-            raise UserError("image must be 32x32 RGB (3072 bytes)")
-        image = np.frombuffer(raw, np.uint8).reshape(32, 32, 3).copy()
+        image = _image(body)
         found = self.demo.nearest(image)
         show = lambda ns: [{"image": png_data_url(self.demo.train_images[n.index], SHOW_SCALE), "index": n.index,
                             "label": n.label, "distance": round(n.distance, 4)} for n in ns]
         return {"query": png_data_url(image, SHOW_SCALE), "pixel": show(found["pixel"]),
                 "latent": show(found["latent"])}
+
+
+def _image(body: dict) -> np.ndarray:
+    """The request's 'image': base64 of 32x32 RGB uint8 pixels."""
+    try:
+        raw = base64.b64decode(str(body.get("image", "")), validate=True)
+    except ValueError:
+        raise UserError("image must be base64") from None
+    if len(raw) != 32 * 32 * 3:
+        raise UserError("image must be 32x32 RGB (3072 bytes)")
+    return np.frombuffer(raw, np.uint8).reshape(32, 32, 3).copy()
 
 
 def _int(body: dict, key: str, default: int) -> int:
@@ -119,7 +138,7 @@ def _float(body: dict, key: str, default: float) -> float:
 
 class Handler(BaseHTTPRequestHandler):
     server: "DemoServer"
-    JSON_ROUTES = ("generate", "denoise", "morph", "nearest")
+    JSON_ROUTES = ("generate", "denoise", "morph", "translate", "interpolate", "nearest")
 
     def do_GET(self):
         if self.path in ("/", "/index.html"):
