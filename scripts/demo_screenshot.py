@@ -2,9 +2,10 @@
 
     .venv/bin/python scripts/demo_screenshot.py [--run-dir pretrained] [--out docs/figures/demo.png]
 
-Starts the server in-process on a free port, generates a grid, replays a denoising run, morphs cat to
-dog, uploads a test image and looks up the nearest training images of a sample; prints the time each
-request took as the page reports it.
+Starts the server in-process on a free port, generates a grid, replays a denoising run, turns the dog
+sample into a cat at rising strength, interpolates between two seeds, uploads a test image and turns it
+into a cat, and looks up the nearest training images of a sample; prints the time each request took as
+the page reports it.
 """
 
 import argparse
@@ -37,14 +38,16 @@ with sync_playwright() as p:
     page.goto(server.url)
     page.wait_for_function("document.getElementById('model-info').textContent.includes('Model:')")
     for button, done in (("#generate", "#thumbs img"), ("#denoise", "#denoise-frame:not([hidden])"),
-                         ("#morph", "#morph-strip img")):
+                         ("#morph", "#morph-strip img"), ("#interpolate", "#interpolate-strip img")):
         page.click(button)
         page.wait_for_selector(done, timeout=120_000)
     page.locator("#thumbs img").nth(2).click()
     page.wait_for_function("document.querySelectorAll('#nearest img').length === 7", timeout=120_000)
     page.set_input_files("#upload", str(upload))
     page.wait_for_selector("#upload-recon:not([hidden])", timeout=120_000)
-    for section in ("generate", "denoise", "morph", "upload", "nearest"):
+    page.click("#translate")
+    page.wait_for_selector("#translate-result:not([hidden])", timeout=120_000)
+    for section in ("generate", "denoise", "morph", "interpolate", "upload", "translate", "nearest"):
         print(f"{section:9s} {page.text_content(f'#{section}-status')}")
     page.screenshot(path=args.out, full_page=True)
     browser.close()

@@ -18,6 +18,7 @@ from catdog.metrics import psnr_db
 from catdog.run_dir import load_run
 from catdog.sample import sample_latents
 from catdog.translate import denoiser_calls, translate_latents
+from test_ownership import refused
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 SAMPLE = SampleConfig(steps=10, guidance=3.0)
@@ -125,12 +126,5 @@ def test_img2img_bad_input_is_one_line_and_status_2(tiny_run, tmp_path, capsys, 
     flags = [f.format(tmp=tmp_path) for f in flags]
     for flag, value in zip(flags[::2], flags[1::2]):
         args[flag] = value
-    argv = ["img2img", "--run-dir", str(tiny_run.root)] + [x for kv in args.items() for x in kv]
-    try:
-        status = main(argv)
-    except SystemExit as e:
-        status = e.code
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert status == 2 and len(lines) == 1 and message in lines[0], err
+    refused(capsys, ["img2img", "--run-dir", str(tiny_run.root)] + [x for kv in args.items() for x in kv], message)
     assert (tmp_path / "exists.png").read_bytes() == b"keep me" and not (tmp_path / "new.png").exists()
