@@ -15,13 +15,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from catdog.config import override  # noqa: E402
-from catdog.data import create_cat_dog_dataset  # noqa: E402
 from catdog.device import pick_device  # noqa: E402
 from catdog.pipeline import Job, build_diffusion, build_latents, prepare_run_dir  # noqa: E402
 from catdog.run_dir import RunPaths, load_autoencoder  # noqa: E402
@@ -40,9 +38,7 @@ parser.add_argument("--min-snr-gamma", type=float, default=5.0)
 parser.add_argument("--label-dropout", type=float, default=0.1)
 parser.add_argument("--checkpoint-every-steps", type=int, default=2000)
 parser.add_argument("--log-every-steps", type=int, default=1000)
-parser.add_argument("--shift-px", type=int, default=0,
-                    help="also train on the latents of the training images (and mirrors) shifted by up to this "
-                         "many pixels in each direction (edge-replicated): more distinct latents for the prior")
+parser.add_argument("--diffusion-shift-px", type=int, default=0)
 parser.add_argument("--threads", type=int, default=2, help="CPU threads (1 leaves a core for other work)")
 parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
 args = parser.parse_args()
@@ -50,31 +46,6 @@ device = pick_device(args.device)
 if device.type == "cpu":
     torch.set_num_threads(args.threads)
 
-
-
-def shifted_latents(job: Job, px: int, cache: Path) -> dict:
-    """The run's latents plus those of every shift (dx, dy) in [-px, px]^2 but (0, 0) of the training
-    images and their mirrors (edge-replicated borders), cached in `cache`."""
-    latents = dict(job.products["latents"])
-    if cache.is_file():
-        extra = torch.load(cache, weights_only=True)
-    else:
-        images, labels = create_cat_dog_dataset("train", job.data)
-        both = np.concatenate([images, images[:, :, ::-1]])
-        padded = np.pad(both, ((0, 0), (px, px), (px, px), (0, 0)), mode="edge")
-        extra_latents, extra_labels = [], []
-        for dy in range(-px, px + 1):
-            for dx in range(-px, px + 1):
-                if dx or dy:
-                    shifted = np.ascontiguousarray(padded[:, px + dy:px + dy + 32, px + dx:px + dx + 32])
-                    extra_latents.append(job.products["autoencoder"].encode_images(shifted))
-                    extra_labels.append(torch.as_tensor(np.concatenate([labels, labels])))
-        extra = {"latents": torch.cat(extra_latents), "labels": torch.cat(extra_labels)}
-        torch.save(extra, cache)
-    latents["train_latents"] = torch.cat([latents["train_latents"], extra["latents"]])
-    latents["train_labels"] = torch.cat([latents["train_labels"], extra["labels"]])
-    print(f"training the prior on {len(latents['train_latents'])} latents (shifts up to {px} px)")
-    return latents
 
 
 paths = RunPaths(args.run_dir)
@@ -88,13 +59,11 @@ config = override(config, {
     "diffusion_lr": args.diffusion_lr, "diffusion_warmup_steps": args.diffusion_warmup_steps,
     "ema_halflife_steps": args.ema_halflife_steps, "unet_blocks": args.unet_blocks,
     "unet_widths": tuple(int(w) for w in args.unet_widths.split(",")), "min_snr_gamma": args.min_snr_gamma,
-    "label_dropout": args.label_dropout, "bf16": True, "compile": False,
+    "label_dropout": args.label_dropout, "diffusion_shift_px": args.diffusion_shift_px, "bf16": True, "compile": False,
     "checkpoint_every_steps": args.checkpoint_every_steps, "log_every_steps": args.log_every_steps})
 prepare_run_dir(paths.root, config, force=False)
 job = Job(paths, config, None, device, {"autoencoder": autoencoder})
 build_latents(job)
-if args.shift_px:
-    job.products["latents"] = shifted_latents(job, args.shift_px, paths.root / f"shifted{args.shift_px}.pt")
 build_diffusion(job)
 if (args.source / "refiner.safetensors").is_file() and not paths.refiner.exists():
     shutil.copy(args.source / "refiner.safetensors", paths.refiner)

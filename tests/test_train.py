@@ -55,3 +55,48 @@ def test_resume_drops_the_rows_logged_after_the_last_checkpoint(tmp_path):
     drop_rows_after(path, "autoencoder", 20)
     kept = [json.loads(line) for line in path.read_text().splitlines()]
     assert kept == rows[:2] + rows[3:]
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """16 training and 8 test images of the real data, half of each class."""
+    import numpy as np
+    path = tmp_path_factory.mktemp("small") / "small.npz"
+    arrays = {}
+    for split, per_class in (("train", 8), ("test", 4)):
+        images, labels = create_cat_dog_dataset(split)
+        keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in (0, 1)])
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images[keep], labels[keep]
+    np.savez(path, **arrays)
+    return path
+
+
+def test_the_prior_s_shifted_latents_are_the_encoder_s_latents_of_shifted_images(tiny_run, small_data):
+    """Oracle: shifting image i by (dx, dy) = (1, -1) with replicated edges, then encoding it, gives row
+    k * N + i of encode_shifted (k the shift's index, images then mirrors, (0, 0) left out)."""
+    import numpy as np
+
+    from catdog.run_dir import encode_shifted, load_run
+    autoencoder = load_run(tiny_run.root).autoencoder
+    images, labels = create_cat_dog_dataset("train", small_data)
+    latents, shifted_labels = encode_shifted(autoencoder, small_data, 1, hflip=True)
+    n = 2 * len(images)
+    assert latents.shape == (8 * n, autoencoder.latent_mean.shape[0]) and len(shifted_labels) == 8 * n
+    assert (shifted_labels[:len(images)] == torch.as_tensor(labels)).all()
+    shifts = [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dx or dy]
+    k, i = shifts.index((1, -1)), 7
+    padded = np.pad(images[i], ((1, 1), (1, 1), (0, 0)), mode="edge")
+    moved = padded[0:32, 2:34]                                   # content moves left by 1, down by 1
+    torch.testing.assert_close(latents[k * n + i], autoencoder.encode_images(moved[None])[0])
+
+
+def test_a_run_trains_its_prior_on_shifted_latents_too(tmp_path, small_data):
+    """`--diffusion-shift-px 1` on the tiny preset: the diffusion stage trains (and logs its held-out
+    loss) and its weights record the setting."""
+    from catdog.checkpoint import load_weights
+    from catdog.pipeline import run_all
+    config = override(PRESETS["tiny"], {"diffusion_shift_px": 1, "refiner_train_steps": 0, "decoder_train_steps": 0})
+    paths = run_all(config, tmp_path / "r", data=small_data, figures=False, until="diffusion")
+    assert load_weights(paths.diffusion)[1]["diffusion"]["diffusion_shift_px"] == 1
+    rows = [json.loads(line) for line in paths.metrics.read_text().splitlines()]
+    assert all("val_loss" in r for r in rows if r["stage"] == "diffusion")

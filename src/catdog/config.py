@@ -53,6 +53,9 @@ class DiffusionConfig:
     diffusion_weight_decay: float = 0.0
     ema_halflife_steps: int = 300
     min_snr_gamma: float = 5.0               # Min-SNR loss weighting (Hang et al. 2023); 0 = off
+    # the prior memorises 10,000 images' latents within a few thousand steps; it also trains on the latents
+    # of the training images (and mirrors) shifted by up to this many pixels: more distinct latents
+    diffusion_shift_px: int = 0
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,8 @@ def validate(config: Config) -> None:
         raise UserError("--refiner-widths needs 1 to 3 widths of at least 4 (for 32, 16, 8 px)")
     if ref.refiner_crop_px not in (8, 16, 24, 32):
         raise UserError(f"--refiner-crop-px must be 8, 16, 24 or 32, got {ref.refiner_crop_px}")
+    if not 0 <= dif.diffusion_shift_px <= 4:
+        raise UserError(f"--diffusion-shift-px must be in 0..4, got {dif.diffusion_shift_px}")
     if not 0.0 <= dif.label_dropout < 1.0:
         raise UserError(f"--label-dropout must be in [0, 1), got {dif.label_dropout}")
 

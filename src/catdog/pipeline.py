@@ -29,7 +29,7 @@ from catdog.device import pick_device
 from catdog.distributed import current_world
 from catdog.errors import UserError
 from catdog.figures import write_all_figures
-from catdog.run_dir import (RunPaths, check_writable_run, decoder_digest, encode_dataset, file_digest,
+from catdog.run_dir import (RunPaths, check_writable_run, decoder_digest, encode_dataset, encode_shifted, file_digest,
                             load_autoencoder, load_decoder, load_diffusion, load_refiner, locked, read_latents,
                             remove_owned, write_latents)
 from catdog.train import train_autoencoder, train_decoder, train_diffusion, train_refiner
@@ -132,7 +132,13 @@ def build_diffusion(job: Job) -> None:
     start = time.perf_counter()
     latents = job.products["latents"]
     normalize = lambda raw: job.products["autoencoder"].normalize(raw.to(job.device)).cpu()
-    ema = train_diffusion(job.config, normalize(latents["train_latents"]), latents["train_labels"].long(),
+    train_latents, train_labels = latents["train_latents"], latents["train_labels"]
+    if job.config.diffusion.diffusion_shift_px:
+        say(f"[diffusion] encoding the training images shifted by up to {job.config.diffusion.diffusion_shift_px} px")
+        shifted = encode_shifted(job.products["autoencoder"], job.data, job.config.diffusion.diffusion_shift_px,
+                                 job.config.ae.hflip)
+        train_latents, train_labels = torch.cat([train_latents, shifted[0]]), torch.cat([train_labels, shifted[1]])
+    ema = train_diffusion(job.config, normalize(train_latents), train_labels.long(),
                           job.paths.diffusion_state, job.paths.metrics, job.device,
                           held_out=(normalize(latents["test_latents"]), latents["test_labels"].long()))
     save_stage(job, "diffusion", ema, start)

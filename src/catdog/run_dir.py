@@ -305,6 +305,18 @@ def encode_dataset(autoencoder: SimpleAutoencoder, data, hflip: bool) -> dict[st
     }
 
 
+def encode_shifted(autoencoder: SimpleAutoencoder, data, px: int, hflip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw latents and labels of the training images (then their mirrors, if hflip) shifted by every
+    (dx, dy) in [-px, px]^2 but (0, 0), borders edge-replicated: (N * ((2 px + 1)^2 - 1) [* 2], D)."""
+    images, labels = create_cat_dog_dataset("train", data)
+    if hflip:
+        images, labels = np.concatenate([images, images[:, :, ::-1]]), np.concatenate([labels, labels])
+    padded = np.pad(images, ((0, 0), (px, px), (px, px), (0, 0)), mode="edge")
+    latents = [autoencoder.encode_images(np.ascontiguousarray(padded[:, px + dy:px + dy + 32, px + dx:px + dx + 32]))
+               for dy in range(-px, px + 1) for dx in range(-px, px + 1) if dx or dy]
+    return torch.cat(latents), torch.as_tensor(labels).repeat(len(latents))
+
+
 def read_latents(paths: RunPaths) -> dict[str, torch.Tensor] | None:
     """The run's latent cache if it was encoded with the run's current autoencoder, else None."""
     if not paths.latents.is_file():
