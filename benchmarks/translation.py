@@ -42,8 +42,9 @@ parser.add_argument("--ref-stats", type=Path, default=ROOT.parent / "shared" / "
 parser.add_argument("--out", type=Path, default=ROOT / "runs" / "translation")
 parser.add_argument("--plot", type=Path, default=None)
 parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--threads", type=int, default=2)
 args = parser.parse_args()
-torch.set_num_threads(2)
+torch.set_num_threads(args.threads)
 
 run = load_run(args.run_dir)
 sample = replace(SampleConfig(), seed=args.seed)

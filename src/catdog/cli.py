@@ -290,8 +290,9 @@ IMG2IMG_HELP = """Turn pictures into the target class through the latent (SDEdit
 encode, noise the standardised latent to the step that --strength selects on the sampling schedule,
 run the remaining int(steps * strength) steps toward --class with guidance, decode and refine.
 Strength 0 gives the reconstruction, 1 a new sample from the same seed. For cat <-> dog the project
-recommends 0.5: measured on pretrained/ (docs/experiments.md), lower strengths keep the picture but
-rarely change what the judge sees, higher ones make the target class but lose the picture's layout."""
+recommends 0.5: on pretrained/ at 0.3 the independent judge calls only 56% of the results the target
+class (37% at 0, the reconstruction), while PSNR to the source falls from 23.1 to 18.9 dB; at 0.5 the
+class visibly changes while layout and colours stay (docs/experiments.md, session 14)."""
 MAX_GRID = 4096                         # images in one PNG grid
 
 
