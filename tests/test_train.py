@@ -57,19 +57,6 @@ def test_resume_drops_the_rows_logged_after_the_last_checkpoint(tmp_path):
     assert kept == rows[:2] + rows[3:]
 
 
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    """16 training and 8 test images of the real data, half of each class."""
-    import numpy as np
-    path = tmp_path_factory.mktemp("small") / "small.npz"
-    arrays = {}
-    for split, per_class in (("train", 8), ("test", 4)):
-        images, labels = create_cat_dog_dataset(split)
-        keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in (0, 1)])
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images[keep], labels[keep]
-    np.savez(path, **arrays)
-    return path
-
 
 def test_the_prior_s_shifted_latents_are_the_encoder_s_latents_of_shifted_images(tiny_run, small_data):
     """Oracle: shifting image i by (dx, dy) = (1, -1) with replicated edges, then encoding it, gives row
