@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny trained run (trained once per test session, on the real data)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,14 @@ def tiny_run(tmp_path_factory):
     """A `tiny` preset run folder with a trained autoencoder, latent cache and diffusion model."""
     run_dir = tmp_path_factory.mktemp("tiny_run")
     return run_all(PRESETS["tiny"], run_dir, figures=False)
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, small_data):
+    """A second `tiny` run, on small_data and with another seed: its files are foreign to tiny_run's."""
+    config = PRESETS["tiny"]
+    config = replace(config, run=replace(config.run, seed=1))
+    return run_all(config, tmp_path_factory.mktemp("small_run"), data=small_data, figures=False)
 
 
 @pytest.fixture(scope="session")

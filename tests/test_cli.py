@@ -77,7 +77,7 @@ def test_sample_writes_grid_and_npz(tiny_run, tmp_path, capsys):
         first = f["images"]
     # same seed, same images
     assert main(["sample", "--run-dir", str(tiny_run.root), "--class", "dog", "--n", "10", "--steps", "5",
-                 "--guidance", "2", "--seed", "0", "--npz", str(npz)]) == 0
+                 "--guidance", "2", "--seed", "0", "--npz", str(npz), "--force"]) == 0
     np.testing.assert_array_equal(np.load(npz)["images"], first)
     # the sampler is chosen explicitly: DDIM over all n_steps stays deterministic DDIM, and is not
     # the ancestral DDPM chain, whose noise makes other images from the same seed
@@ -86,7 +86,7 @@ def test_sample_writes_grid_and_npz(tiny_run, tmp_path, capsys):
                         ("ddim_eta1", ["--steps", "50", "--eta", "1"]),
                         ("interval", ["--steps", "50", "--guidance", "3", "--guidance-interval", "0.5,10"])):
         assert main(["sample", "--run-dir", str(tiny_run.root), "--class", "cat", "--n", "4", *flags,
-                     "--npz", str(npz)]) == 0
+                     "--npz", str(npz), "--force"]) == 0
         images[name] = np.load(npz)["images"].astype(int)
     np.testing.assert_array_equal(images["ddim"], images["ddim_again"])
     assert not np.array_equal(images["ddim"], images["ddpm"])
@@ -95,6 +95,7 @@ def test_sample_writes_grid_and_npz(tiny_run, tmp_path, capsys):
     assert not np.array_equal(images["interval"], images["ddim"])
 
 
+@pytest.mark.slow
 def test_train_subcommands_and_dry_run(tmp_path, capsys):
     assert main(["run", "--preset", "tiny", "--latent-dim", "8", "--dry-run"]) == 0
     assert '"latent_dim": 8' in capsys.readouterr().out
@@ -176,6 +177,7 @@ def test_bad_input_in_a_real_process_has_no_traceback(tiny_run, tmp_path, argv, 
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_fast_metrics_and_samples_file(tiny_run, tmp_path, capsys):
     """`--skip-fid` runs everything but the Inception network; eval.json has the promised keys."""
     import json
@@ -201,6 +203,7 @@ def test_evaluate_fast_metrics_and_samples_file(tiny_run, tmp_path, capsys):
     assert main(["evaluate", "--samples", str(npz), "--skip-fid"]) == 2
 
 
+@pytest.mark.slow
 def test_evaluate_an_autoencoder_only_run(tiny_run, tmp_path):
     """A `train-ae` run folder (no diffusion yet) gets the autoencoder's metrics alone."""
     import json
@@ -220,6 +223,7 @@ def test_evaluate_an_autoencoder_only_run(tiny_run, tmp_path):
     assert not {"class_fidelity", "fid", "sweep_guidance"} & set(result)
 
 
+@pytest.mark.slow
 def test_export_fp16_then_sample_and_visualize(tiny_run, tmp_path):
     out = tmp_path / "pretrained"
     assert main(["export", "--run-dir", str(tiny_run.root), "--out", str(out)]) == 0
@@ -258,3 +262,5 @@ def test_help_docs_and_config_agree_on_every_sampling_default(monkeypatch):
         assert f"DDIM steps (default: {d.steps})" in block
         assert f"(default: {d.guidance})" in block and f"starting noise (default: {d.seed})" in block
     assert f"guidance {d.guidance:g}" in (ROOT / "README.md").read_text()
+    # a switch shows no default, a list flag no "()": "--no-refiner (default: True)" read as a contradiction
+    assert "(default: True)" not in text and "(default: ())" not in text and "(default: False)" not in text

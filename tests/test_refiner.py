@@ -88,7 +88,7 @@ def test_the_stage_is_part_of_the_run_and_of_every_reader(tiny_run, tmp_path):
     npz = tmp_path / "s.npz"
     for flags in ([], ["--no-refiner"]):
         assert main(["sample", "--run-dir", str(out), "--class", "dog", "--n", "3", "--steps", "5",
-                     "--npz", str(npz), *flags]) == 0
+                     "--npz", str(npz), "--force", *flags]) == 0
     assert load_run(out).refiner is not None
     again = tmp_path / "export_of_the_export"                      # pretrained/ itself is an export
     assert main(["export", "--run-dir", str(out), "--out", str(again)]) == 0

@@ -18,12 +18,12 @@ from torch import nn
 
 import numpy as np
 
-from catdog.config import AutoencoderConfig
+from catdog.config import AutoencoderConfig, norm_groups
 from catdog.data import CLASS_NAMES, in_batches, to_model_range, to_uint8
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, channels // 4) or 1, channels)
+    return nn.GroupNorm(norm_groups(channels), channels)
 
 
 class ChannelAttentionLayer(nn.Module):

@@ -19,17 +19,28 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from catdog.config import SHAPING_RUN_FIELDS
 from catdog.errors import UserError
 
 FORMAT_VERSION = 1
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()            # what open() gives a new file; safetensors' writer gives 0600
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), fsync, then rename onto path (atomic on POSIX)."""
+    """Call write(tmp_path), fsync, then rename onto path (atomic on POSIX), with the usual file mode."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -43,8 +54,9 @@ def save_state(path: Path, state: dict) -> None:
     atomic_write(path, lambda tmp: torch.save({"format_version": FORMAT_VERSION, **state}, tmp))
 
 
-def load_state(path: Path, expected_config: dict, sections: tuple[str, ...]) -> dict:
-    """Load a training state safely and check that its config matches in `sections`."""
+def load_state(path: Path, expected_config: dict, sections: tuple[str, ...], hint: str | None = None) -> dict:
+    """Load a training state safely and check that its config matches in `sections` (and the run
+    fields that shape training)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:                               # weights_only refused a Python object
@@ -54,19 +66,24 @@ def load_state(path: Path, expected_config: dict, sections: tuple[str, ...]) -> 
         raise UserError(f"{path}: unreadable checkpoint ({type(e).__name__}); delete it or rerun with --force") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path}: not a catdog checkpoint of format {FORMAT_VERSION}")
-    check_config_matches(path, state.get("config", {}), expected_config, sections)
+    check_config_matches(path, state.get("config", {}), expected_config, sections + ("run",),
+                         *([hint] if hint else []))
     return state
 
 
-def check_config_matches(path: Path, found: dict, expected: dict, sections: tuple[str, ...]) -> None:
-    """Raise a UserError naming the first differing field between two config dicts."""
+def check_config_matches(path: Path, found: dict, expected: dict, sections: tuple[str, ...],
+                         hint: str = "rerun with --force to retrain, or use another --run-dir") -> None:
+    """Raise a UserError naming the first differing field between two config dicts in `sections`
+    (of section "run", only the fields that shape training). A field that only one side records is
+    skipped: it was added to (or removed from) the config after the file was written, and a new field's
+    default keeps the behaviour of the code that wrote it."""
     for section in sections:
         a, b = found.get(section, {}), expected.get(section, {})
-        for name in sorted(set(a) | set(b)):
+        names = set(a) & set(b)
+        for name in sorted(names & set(SHAPING_RUN_FIELDS) if section == "run" else names):
             va, vb = _plain(a.get(name)), _plain(b.get(name))
             if va != vb:
-                raise UserError(f"{path} was trained with {name}={va}, but this run asks for {vb}; "
-                                "rerun with --force to retrain, or use another --run-dir")
+                raise UserError(f"{path} was trained with {name}={va}, but this run asks for {vb}; {hint}")
 
 
 def _plain(value):
@@ -78,6 +95,22 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor], config: dict, **m
     meta = {"format_version": str(FORMAT_VERSION), "config": json.dumps(config), **metadata}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def read_metadata(path: Path) -> dict:
+    """A safetensors export's metadata (strings) with its config parsed, without reading the tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        meta["config"] = json.loads(meta["config"])
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
+        raise UserError(f"{path}: unreadable weights file ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(meta["config"], dict):
+        raise UserError(f"{path}: its config metadata is not a catdog config (a JSON object of sections)")
+    return meta
 
 
 def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict, dict[str, str]]:

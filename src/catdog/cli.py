@@ -26,6 +26,8 @@ from pathlib import Path
 from catdog.config import PRESETS, SAMPLERS, Config, SampleConfig, all_fields, config_to_dict, override
 from catdog.errors import UserError
 
+CHECKOUT = Path(__file__).resolve().parents[2]        # the source checkout, when installed with pip install -e
+
 EXAMPLES = """
 examples:
   catdog run                                  # cpu preset without a GPU, gpu preset with CUDA
@@ -42,10 +44,13 @@ examples:
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows each option's default, except where there is none (None) or the help states it."""
+    """Shows each option's default, except where it says nothing: none (None, an empty list), a switch's
+    off state, or a --no-X switch (whose default True is the X it turns off)."""
 
     def _get_help_string(self, action):
-        return action.help if action.default is None or action.default is False else super()._get_help_string(action)
+        silent = (action.default is None or action.default is False or action.default == ()
+                  or isinstance(action, argparse._StoreFalseAction))
+        return action.help if silent else super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):
@@ -105,6 +110,8 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                         "(default: the project's data/cifar10_catdog.npz)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--force", action="store_true", help="retrain from scratch, deleting trained stages")
+    p.add_argument("--retrain", type=_name_tuple, default=(), metavar="STAGES",
+                   help="retrain only these stages (and those made from them), e.g. refiner or diffusion,decoder")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
     fields = p.add_argument_group("config fields (each overrides the preset; defaults shown are the cpu preset's)")
     cpu = config_to_dict(PRESETS["cpu"])
@@ -161,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_flags(p)
     p.add_argument("--out", type=Path, default=None, help="PNG grid to write")
     p.add_argument("--npz", type=Path, default=None, help="also write raw uint8 images (key 'images')")
+    p.add_argument("--force", action="store_true", help="replace existing --out / --npz files")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: auto)")
 
     p = sub.add_parser("img2img", help="turn pictures into the other class through the latent",
@@ -211,8 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="a local web page to make, watch and probe samples",
                        formatter_class=DefaultsFormatter)
-    p.add_argument("--run-dir", type=Path, default=Path("pretrained"), help="trained run folder")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (another host exposes the page)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="trained run folder (default: ./pretrained, else the catdog checkout's pretrained/)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (0.0.0.0 exposes the page to every machine that can reach this one)")
     p.add_argument("--port", type=_int, default=7860, help="port (0 picks a free one)")
     p.add_argument("--data", default=None, help="as for run (the training images for 'is it copying?')")
     p.add_argument("--device", default=None)
@@ -266,6 +276,10 @@ def sample_config(args) -> SampleConfig:
     steps = SampleConfig.steps if args.steps is None else args.steps
     return SampleConfig(args.sampler, steps, args.guidance, args.seed, args.refiner, args.refiner_steps,
                         args.eta, args.guidance_interval)
+
+
+def _name_tuple(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 def _float_tuple(text: str) -> tuple[float, ...]:
@@ -333,7 +347,10 @@ def cmd_evaluate(args) -> int:
     if args.samples is not None:
         result = evaluate_samples_file(args.samples, **common)
     elif args.run_dir is not None:
+        from catdog.evaluate import check_fid_size
         from catdog.run_dir import locked, require_run
+        if not args.skip_fid:
+            check_fid_size((args.n // 2, args.n - args.n // 2), f"--n {args.n}")
         check_output_folder(require_run(args.run_dir, "autoencoder").root)
         with locked(args.run_dir, "evaluate"):
             result = evaluate_run(args.run_dir, args.n, sample_config(args), sweep_guidance=args.sweep_guidance,
@@ -360,7 +377,7 @@ def cmd_train(args, until: str, figures: bool) -> int:
     if args.dry_run:
         return 0
     try:
-        run_all(config, run_dir, args.data, args.device, args.force, until, figures)
+        run_all(config, run_dir, args.data, args.device, args.force, until, figures, retrain=args.retrain)
     finally:
         close_world()
     return 0
@@ -382,11 +399,11 @@ def cmd_sample(args) -> int:
         raise UserError(f"--n {args.n}: at most {MAX_SAMPLE:,} images per command (a bound on memory); "
                         "run it several times with other seeds")
     if args.out is not None:
-        check_output_file(args.out, ".png", "--out")
+        check_output_file(args.out, ".png", "--out", replace=args.force)
         if args.n > MAX_GRID:
             raise UserError(f"--out: a PNG grid holds at most {MAX_GRID:,} images; use --npz for more")
     if args.npz is not None:
-        check_output_file(args.npz, ".npz", "--npz")
+        check_output_file(args.npz, ".npz", "--npz", replace=args.force)
     run = load_run(args.run_dir, pick_device(args.device))
     validate_sampling(sample, run.diffusion.n_steps)
     images = run.generate(np.full(args.n, class_id), sample, progress=True)
@@ -505,21 +522,39 @@ def cmd_demo(args) -> int:
 
     from catdog.demo import Demo
     from catdog.device import pick_device
-    from catdog.server import DemoServer
+    from catdog.server import ALL_INTERFACES, DemoServer
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
-    demo = Demo(args.run_dir, pick_device(args.device), args.data)
+    run_dir = args.run_dir if args.run_dir is not None else default_demo_run()
+    demo = Demo(run_dir, pick_device(args.device), args.data)
     try:
         server = DemoServer(demo, args.host, args.port)
     except OSError as e:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e})") from None
-    threading.Thread(target=demo.train_latents, daemon=True).start()     # for 'is it copying?'
-    print(f"catdog demo on {args.run_dir}: open {server.url} (Ctrl-C stops it)", flush=True)
+    if args.host in ALL_INTERFACES:
+        print(f"catdog demo: warning: listening on every interface: anyone who can reach this machine on port "
+              f"{server.server_address[1]} can use the page and its CPU (--host 127.0.0.1 keeps it local)",
+              file=sys.stderr, flush=True)
     try:
+        threading.Thread(target=demo.train_latents, daemon=True).start()     # for 'is it copying?'
+        print(f"catdog demo on {run_dir}: open {server.url} (Ctrl-C stops it)", flush=True)
         server.serve_forever()
-    finally:
+    except KeyboardInterrupt:
         server.server_close()
+        print("catdog demo: stopped", file=sys.stderr, flush=True)
+        # Request and index threads may be inside torch, whose teardown under a running thread aborts
+        # the process: leave without it (nothing is written, so nothing is lost).
+        os._exit(130)
     return 0
+
+
+def default_demo_run() -> Path:
+    """./pretrained, else the pretrained/ of the checkout catdog is installed from (pip install -e)."""
+    for candidate in (Path("pretrained"), CHECKOUT / "pretrained"):
+        if (candidate / "autoencoder.safetensors").is_file():
+            return candidate
+    raise UserError(f"no model to serve: there is no pretrained/ in {Path.cwd()}; point the demo at a trained run "
+                    "with --run-dir PATH (the catdog checkout ships pretrained/; `catdog run` trains one)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,12 +85,17 @@ class RefinerConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """How a stage trains; the fields in SHAPING_RUN_FIELDS change its result, the others only its logging
+    or speed, so only those must match when a stage resumes or is reused."""
     seed: int = 0
     grad_clip: float = 1.0
     log_every_steps: int = 100
     checkpoint_every_steps: int = 500
     bf16: bool = True                        # bf16 autocast on CUDA and on CPUs with native bf16
     compile: bool = False                    # torch.compile the training step with CUDA graphs (CUDA only)
+
+
+SHAPING_RUN_FIELDS = ("seed", "grad_clip", "bf16")
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,11 @@ def override(config: Config, changes: dict[str, object]) -> Config:
     return config
 
 
+def norm_groups(channels: int) -> int:
+    """GroupNorm groups for a layer of `channels`: up to 8, each of at least 4 channels."""
+    return min(8, channels // 4) or 1
+
+
 def validate(config: Config) -> None:
     """Reject values no run could use, with one clear message."""
     ae, dif, ref, run, dec = config.ae, config.diffusion, config.refiner, config.run, config.decoder
@@ -300,6 +310,11 @@ def validate(config: Config) -> None:
         raise UserError(f"--refiner-train-steps must be >= 0, got {ref.refiner_train_steps}")
     if not ref.refiner_widths or min(ref.refiner_widths) < 4 or len(ref.refiner_widths) > 3:
         raise UserError("--refiner-widths needs 1 to 3 widths of at least 4 (for 32, 16, 8 px)")
+    for name, widths in (("ae_channels", ae.ae_channels), ("refiner_widths", ref.refiner_widths)):
+        for width in widths:
+            if width % norm_groups(width):
+                raise UserError(f"--{name.replace('_', '-')}: {width} channels do not split into "
+                                f"{norm_groups(width)} GroupNorm groups; use a multiple of {norm_groups(width)}")
     if ref.refiner_crop_px not in (8, 16, 24, 32):
         raise UserError(f"--refiner-crop-px must be 8, 16, 24 or 32, got {ref.refiner_crop_px}")
     if not 0 <= dif.diffusion_shift_px <= 4:

@@ -91,7 +91,11 @@ def read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The named arrays of an .npz file; a missing key, a corrupt file or pickled Python objects (never
     loaded) are a UserError naming the file."""
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):      # a .npy: one bare array, no named keys
+            raise UserError(f"{path}: a single .npy array, not an .npz archive with keys {list(keys)} "
+                            "(write one with numpy.savez)")
+        with loaded as f:
             missing = [k for k in keys if k not in f.files]
             if missing:
                 raise UserError(f"{path}: missing key(s) {missing}; has {sorted(f.files)}")

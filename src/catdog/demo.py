@@ -9,7 +9,6 @@ settings give the same images as `catdog sample`.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, replace
 
@@ -21,12 +20,19 @@ from catdog.data import CLASS_NAMES, create_cat_dog_dataset, to_model_range, to_
 from catdog.errors import UserError
 from catdog.figures import frame_labels, trajectory
 from catdog.pictures import read_upload
-from catdog.run_dir import load_run, read_latents, unmirrored
+from catdog.lineage import data_digest
+from catdog.run_dir import RunPaths, load_run, read_eval, read_latents, unmirrored, writer_of
 from catdog.translate import check_strength
 
 MAX_IMAGES = 64
 MAX_GUIDANCE = 20.0
 MORPH_FRAMES = 9
+WATCHED = ("config", "autoencoder", "decoder", "diffusion", "refiner", "latents", "eval")   # what load_run reads
+
+
+class RunChanging(UserError):
+    """The run folder is being written (or was changed into something that does not load): the page
+    cannot serve the run's model until that is over."""
 
 
 @dataclass
@@ -40,13 +46,48 @@ class Demo:
     """A loaded run and the training images, with one method per thing the page offers."""
 
     def __init__(self, run_dir, device: torch.device = torch.device("cpu"), data=None):
-        self.run = load_run(run_dir, device)
-        self.data, self.device = data, device
+        self.paths, self.data, self.device = RunPaths(run_dir), data, device
+        self.data_sha256 = data_digest(data)
         self.train_images, self.train_labels = create_cat_dog_dataset("train", data)
-        self._train_latents: torch.Tensor | None = None
         self._latents_lock = threading.Lock()
-        path = self.run.paths.eval
-        self.measured = json.loads(path.read_text()) if path.is_file() else None
+        self._load()
+
+    def _load(self) -> None:
+        writer = writer_of(self.paths.root)
+        if writer is not None:
+            raise RunChanging(f"{self.paths.root} is being written by {writer}; the demo serves it when that "
+                              "has finished")
+        loaded_from = self._files()
+        self.run = load_run(self.paths.root, self.device, data_sha256=self.data_sha256)
+        self.measured = read_eval(self.run.paths)
+        with self._latents_lock:
+            self._train_latents: torch.Tensor | None = None
+        self.loaded_from = loaded_from
+
+    def _files(self) -> tuple:
+        """What the loaded model was read from: (name, mtime, size) of each run file there is."""
+        found = []
+        for name in WATCHED:
+            try:
+                stat = getattr(self.paths, name).stat()
+            except OSError:
+                continue
+            found.append((name, stat.st_mtime_ns, stat.st_size))
+        return tuple(found)
+
+    def refresh(self) -> bool:
+        """Reload the run if its files changed since it was loaded (a `catdog run --force` while the page
+        is served), so the page always serves the folder's model; True if it reloaded. A folder that is
+        being written, or no longer loads, is a RunChanging error until that is over."""
+        if self._files() == self.loaded_from:
+            return False
+        try:
+            self._load()
+        except RunChanging:
+            raise
+        except UserError as e:
+            raise RunChanging(f"the run folder changed and no longer loads: {e}") from None
+        return True
 
     def info(self) -> dict:
         """Which model is loaded and what `catdog evaluate` measured for it."""
@@ -54,7 +95,7 @@ class Demo:
                 "defaults": SampleConfig().__dict__, "max_images": MAX_IMAGES}
         if self.measured:
             info["measured"] = {k: self.measured.get(k) for k in ("n_samples", "fid", "kid", "class_fidelity",
-                                                                   "recon_fid", "guidance", "steps")}
+                                                                   "recon_fid", "floor_fid", "guidance", "steps")}
         return info
 
     def check(self, sample: SampleConfig) -> SampleConfig:
@@ -128,7 +169,7 @@ class Demo:
         20 s for pretrained/ on 2 cores, so `catdog demo` starts it in the background)."""
         with self._latents_lock:
             if self._train_latents is None:
-                cached = read_latents(self.run.paths)
+                cached = read_latents(self.run.paths, self.run.data_sha256)
                 self._train_latents = (unmirrored(cached, self.run.config.ae.hflip)[0] if cached is not None
                                        else self.run.autoencoder.encode_images(self.train_images))
         return self._train_latents

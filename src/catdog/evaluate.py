@@ -44,6 +44,7 @@ from catdog.fid import (feature_stats, frechet_distance, inception_features, ker
                         load_inception, load_stats, save_stats)
 from catdog.judge import class_accuracy, judge_features, load_judge
 from catdog.metrics import copying_report, fit_probe, pixel_rms_rows, precision_recall, psnr_db
+from catdog.lineage import data_digest
 from catdog.run_dir import load_run, run_latents, unmirrored
 
 REF_SPLITS = ("all", "cat", "dog")
@@ -149,7 +150,7 @@ def evaluate_run(run_dir: Path, n: int, sample: SampleConfig = SampleConfig(), d
     """All metrics of a trained run; written to run_dir/eval.json and returned. A run with only an
     autoencoder (`catdog train-ae`) gets the autoencoder's metrics alone."""
     start = time.perf_counter()
-    run = load_run(run_dir, device, need_diffusion=False)
+    run = load_run(run_dir, device, need_diffusion=False, data_sha256=data_digest(data))
     autoencoder, diffusion = run.autoencoder, run.diffusion
     settings = [("main", sample)]
     settings += [("sweep_guidance", replace(sample, guidance=float(g))) for g in sweep_guidance]
@@ -257,6 +258,13 @@ def copying(samples: np.ndarray, test_images: np.ndarray, train_images: np.ndarr
                                              real(train_images, "judge_train"))}
 
 
+def check_fid_size(per_class, what: str) -> None:
+    """FID (overall and per class) needs a covariance, so at least 2 images of each class."""
+    if min(per_class) < 2:
+        raise UserError(f"{what}: FID needs at least 2 images of each class, got {list(map(int, per_class))} "
+                        "(cat, dog); give more, or --skip-fid")
+
+
 def evaluate_samples_file(path: Path, data=None, ref_stats=None, inception=None, judge_path=None,
                           device=torch.device("cpu"), skip_fid: bool = False) -> dict:
     """Score images from any generator: an .npz with `images` uint8 (n, 32, 32, 3) and `labels` 0/1."""
@@ -265,6 +273,8 @@ def evaluate_samples_file(path: Path, data=None, ref_stats=None, inception=None,
     arrays = read_npz(path, ("images", "labels"))
     images, labels = arrays["images"], arrays["labels"]
     check_images(images, labels, str(path))
+    if not skip_fid:
+        check_fid_size(np.bincount(labels, minlength=2), f"--samples {path}")
     fid = None if skip_fid else FidScorer(data, ref_stats, inception, device)
     return {"samples": str(path), **score_samples(images, labels, load_judge(judge_path), fid)}
 

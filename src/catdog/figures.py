@@ -17,6 +17,7 @@ from tqdm import tqdm
 from catdog.config import SampleConfig
 from catdog.data import CLASS_NAMES, create_cat_dog_dataset, to_uint8
 from catdog.metrics import linear_probe_accuracy, nearest_neighbours, pixel_rms_rows, psnr_db
+from catdog.lineage import data_digest
 from catdog.run_dir import RunPaths, load_run, run_latents, unmirrored
 from catdog.sample import sample_latents
 from catdog.viz import (create_diffusion_animation, generate_samples_grid, plot_training_curves,
@@ -58,7 +59,7 @@ def write_all_figures(paths: RunPaths, data=None, device: torch.device = torch.d
                       sample: SampleConfig = SampleConfig(), per_class: int = SAMPLES_PER_CLASS,
                       tsne_points: int = TSNE_POINTS) -> list[Path]:
     """Write reconstructions, latent t-SNE, sample grid, GIFs, denoising paths and curves."""
-    run = load_run(paths.root, device)
+    run = load_run(paths.root, device, data_sha256=data_digest(data))
     autoencoder, diffusion, config = run.autoencoder, run.diffusion, run.config
     latents = run_latents(run, data)
     out = paths.figures

@@ -3,9 +3,11 @@
     STAGES = autoencoder -> latents -> diffusion -> decoder -> refiner    (then figures.write_all_figures)
 
 Each stage leaves an artifact (run_dir.py lists them) and is skipped when that artifact exists and
-matches the config; a stage that was killed resumes from its `*_state.pt`; `force` retrains from
-scratch. When a stage is (re)built, the artifacts of every later stage are deleted, since they were
-derived from the old one. A new stage joins by adding one `Stage` to `STAGES`.
+was made from this folder's earlier artifacts, this data and this config (lineage.py); every present
+artifact is checked before anything in the folder is written, so a refused run changes nothing. A
+stage that was killed resumes from its `*_state.pt`; `retrain` deletes the named stages' artifacts
+and `force` every one. When a stage is (re)built, the artifacts of the stages made from it are
+deleted. A new stage joins by adding one `Stage` to `STAGES`.
 """
 
 from __future__ import annotations
@@ -22,28 +24,32 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from catdog.checkpoint import check_config_matches, load_weights, save_weights
+from catdog.checkpoint import load_state, read_metadata, save_weights
 from catdog.config import Config, SampleConfig, config_to_dict, validate_sampling
 from catdog.data import check_training_data, create_cat_dog_dataset
 from catdog.device import pick_device
 from catdog.distributed import current_world
 from catdog.errors import UserError
 from catdog.figures import write_all_figures
-from catdog.run_dir import (RunPaths, check_writable_run, decoder_digest, encode_dataset, encode_shifted, file_digest,
-                            load_autoencoder, load_decoder, load_diffusion, load_refiner, locked, read_latents,
-                            remove_owned, write_latents)
+from catdog.lineage import SHAPED_BY, check_artifact, data_digest, made_from
+from catdog.run_dir import (RunPaths, check_writable_run, encode_dataset, encode_shifted, load_autoencoder,
+                            locked, read_latents, remove_owned, write_latents)
 from catdog.train import train_autoencoder, train_decoder, train_diffusion, train_refiner
 
 
 @dataclass
 class Job:
-    """What the stages share: the folder, the config, the data source, the device, and what the
-    stages so far produced (models, latents) by name."""
+    """What the stages share: the folder, the config, the data source (and its digest), the device, and
+    what the stages so far produced (models, latents) by name."""
     paths: RunPaths
     config: Config
     data: object
     device: torch.device
     products: dict = field(default_factory=dict)
+    data_sha256: str = ""
+
+    def __post_init__(self):
+        self.data_sha256 = self.data_sha256 or data_digest(self.data)
 
 
 def say(message: str) -> None:
@@ -55,11 +61,8 @@ def say(message: str) -> None:
 def build_autoencoder(job: Job) -> None:
     """Load the run's autoencoder if trained with this config; otherwise train (or resume) it."""
     paths, config, world = job.paths, job.config, current_world()
-    if paths.autoencoder.exists():
-        model, trained = load_autoencoder(paths.root, job.device)
-        check_config_matches(paths.autoencoder, config_to_dict(trained), config_to_dict(config), ("ae",))
-        say(f"[autoencoder] trained already: {paths.autoencoder} (use --force to retrain)")
-        job.products["autoencoder"] = model
+    if trained_already(job, "autoencoder"):
+        job.products["autoencoder"] = load_autoencoder(paths.root, job.device)[0]
         return
     clear_after("autoencoder", paths)
     images, labels = create_cat_dog_dataset("train", job.data)
@@ -69,8 +72,9 @@ def build_autoencoder(job: Job) -> None:
         # the latent statistics are measured on what diffusion will train on (images and mirrors)
         latents = encode_dataset(model, job.data, config.ae.hflip)
         model.set_latent_stats(latents["train_latents"].to(job.device))
-        save_weights(paths.autoencoder, model.state_dict(), config_to_dict(config))
-        write_latents(paths, latents)
+        save_weights(paths.autoencoder, model.state_dict(), config_to_dict(config),
+                     **made_from(paths, "autoencoder", job.data_sha256))
+        write_latents(paths, latents, job.data_sha256)
         paths.ae_state.unlink(missing_ok=True)
         say(f"[autoencoder] trained in {time.perf_counter() - start:.0f} s -> {paths.autoencoder}")
     world.barrier()
@@ -82,43 +86,35 @@ def build_autoencoder(job: Job) -> None:
 def build_latents(job: Job) -> None:
     """The cached raw latents of this run's autoencoder; encoded again only if stale or missing."""
     paths, world = job.paths, current_world()
-    latents = read_latents(paths)
+    latents = read_latents(paths, job.data_sha256)
     if latents is None:
         world.barrier()                                           # all ranks saw the stale cache
         if world.is_main:
-            write_latents(paths, encode_dataset(job.products["autoencoder"], job.data, job.config.ae.hflip))
+            write_latents(paths, encode_dataset(job.products["autoencoder"], job.data, job.config.ae.hflip),
+                          job.data_sha256)
         world.barrier()
-        latents = read_latents(paths)
+        latents = read_latents(paths, job.data_sha256)
     job.products["latents"] = latents
 
 
-def trained_already(job: Job, name: str, load, sections: tuple[str, ...]) -> bool:
-    """Whether stage `name`'s weights exist; if so they must match this config and autoencoder."""
+def trained_already(job: Job, name: str) -> bool:
+    """Whether stage `name`'s weights exist; if so they were made from this folder's earlier artifacts,
+    this data and this config (else a UserError)."""
     path = getattr(job.paths, name)
     if not path.exists():
         return False
-    _, trained = load(job.paths.root, job.device)
-    check_config_matches(path, config_to_dict(trained), config_to_dict(job.config), sections)
-    meta = load_weights(path)[2]
-    if meta.get("autoencoder_sha256") != file_digest(job.paths.autoencoder):
-        raise UserError(f"{path} belongs to a different autoencoder; rerun with --force")
-    if name in DECODER_USERS and meta.get("decoder_sha256", "") != decoder_digest(job.paths):
-        raise UserError(f"{path} was trained on a different decoder; rerun with --force")
-    say(f"[{name}] trained already: {path} (use --force to retrain)")
+    check_artifact(job.paths, name, job.data_sha256, config_to_dict(job.config))
+    say(f"[{name}] trained already: {path} (--retrain {name} retrains it)")
     return True
 
 
-DECODER_USERS = ("refiner",)             # stages trained on the decoder's outputs: they name the decoder
-
-
 def save_stage(job: Job, name: str, model: torch.nn.Module, start: float) -> None:
-    """Rank 0 writes the finished stage's (EMA) weights, naming their autoencoder (and decoder), and
-    drops its state."""
+    """Rank 0 writes the finished stage's (EMA) weights, naming what they were made from, and drops
+    its state."""
     paths = job.paths
     if current_world().is_main:
-        names = {"decoder_sha256": decoder_digest(paths)} if name in DECODER_USERS else {}
         save_weights(getattr(paths, name), model.state_dict(), config_to_dict(job.config),
-                     autoencoder_sha256=file_digest(paths.autoencoder), **names)
+                     **made_from(paths, name, job.data_sha256))
         getattr(paths, f"{name}_state").unlink(missing_ok=True)
         say(f"[{name}] trained in {time.perf_counter() - start:.0f} s -> {getattr(paths, name)}")
     current_world().barrier()
@@ -126,7 +122,7 @@ def save_stage(job: Job, name: str, model: torch.nn.Module, start: float) -> Non
 
 def build_diffusion(job: Job) -> None:
     """Load the run's diffusion model if trained with this config and AE; otherwise train it."""
-    if trained_already(job, "diffusion", load_diffusion, ("ae", "diffusion")):
+    if trained_already(job, "diffusion"):
         return
     clear_after("diffusion", job.paths)
     start = time.perf_counter()
@@ -154,8 +150,10 @@ def cached_images(job: Job, n_latents: int) -> np.ndarray:
 def build_decoder(job: Job) -> None:
     """Load the run's fine-tuned decoder if trained with this config and AE; otherwise fine-tune the
     autoencoder's decoder (encoder frozen) on the cached training latents (images and mirrors), and
-    put it in the autoencoder for the stages after. Skipped if decoder_train_steps is 0."""
-    if job.config.decoder.decoder_train_steps == 0 or trained_already(job, "decoder", load_decoder, ("ae", "decoder")):
+    put it in the autoencoder for the stages after. Skipped if decoder_train_steps is 0, or if the
+    autoencoder file already holds it (an export merges it in)."""
+    if (job.config.decoder.decoder_train_steps == 0 or trained_already(job, "decoder")
+            or decoder_merged(job.paths)):
         return
     clear_after("decoder", job.paths)
     start = time.perf_counter()
@@ -171,7 +169,7 @@ def build_refiner(job: Job, init=None) -> None:
     """Load the run's refiner if trained with this config and AE; otherwise train it on the decoder's
     outputs for the cached training latents (images and mirrors), from random weights or from `init`'s.
     Skipped if refiner_train_steps is 0."""
-    if job.config.refiner.refiner_train_steps == 0 or trained_already(job, "refiner", load_refiner, ("ae", "refiner")):
+    if job.config.refiner.refiner_train_steps == 0 or trained_already(job, "refiner"):
         return
     clear_after("refiner", job.paths)
     start = time.perf_counter()
@@ -183,45 +181,84 @@ def build_refiner(job: Job, init=None) -> None:
     save_stage(job, "refiner", ema, start)
 
 
+def decoder_merged(paths: RunPaths) -> bool:
+    """Whether the autoencoder file carries the decoder stage's decoder (an export merges it in)."""
+    return paths.autoencoder.is_file() and "decoder_merged_from" in read_metadata(paths.autoencoder)
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
     build: Callable[[Job], None]
     artifacts: tuple[str, ...]           # RunPaths attributes this stage writes (deleted by --force)
+    inputs: tuple[str, ...] = ()         # the stages it is made from: rebuilding one of them deletes it
 
 
 STAGES = (
     Stage("autoencoder", build_autoencoder, ("autoencoder", "ae_state")),
-    Stage("latents", build_latents, ("latents",)),
-    Stage("diffusion", build_diffusion, ("diffusion", "diffusion_state")),
-    Stage("decoder", build_decoder, ("decoder", "decoder_state")),
-    Stage("refiner", build_refiner, ("refiner", "refiner_state")),
+    Stage("latents", build_latents, ("latents",), ("autoencoder",)),
+    Stage("diffusion", build_diffusion, ("diffusion", "diffusion_state"), ("latents",)),
+    Stage("decoder", build_decoder, ("decoder", "decoder_state"), ("latents",)),
+    Stage("refiner", build_refiner, ("refiner", "refiner_state"), ("latents", "decoder")),
 )
+RETRAINABLE = ("autoencoder", "diffusion", "decoder", "refiner")
+
+
+def made_from_stage(name: str) -> list[Stage]:
+    """The stages made, directly or through others, from stage `name`."""
+    found, frontier = [], {name}
+    for stage in STAGES:                 # in order, so inputs come before the stages made from them
+        if frontier & set(stage.inputs):
+            found.append(stage)
+            frontier.add(stage.name)
+    return found
 
 
 def clear_after(name: str, paths: RunPaths) -> None:
-    """Delete the artifacts of every stage after `name` (rank 0): they came from its old version."""
+    """Delete the artifacts of the stages made from `name` (rank 0): they came from its old version."""
     if not current_world().is_main:
         return
-    later = STAGES[[s.name for s in STAGES].index(name) + 1:]
-    for attr in [a for s in later for a in s.artifacts] + ["eval"]:      # eval.json measured the old one
+    for attr in [a for s in made_from_stage(name) for a in s.artifacts] + ["eval"]:   # eval.json measured the old
         getattr(paths, attr).unlink(missing_ok=True)
 
 
-def prepare_run_dir(run_dir: Path, config: Config, force: bool) -> RunPaths:
-    """Claim the folder (missing, empty or a catdog run) and write config.json; with force, first
-    delete every file catdog wrote there, and say which (rank 0)."""
+def stage_files(names) -> list[str]:
+    """RunPaths attributes of the named stages and of every stage made from them."""
+    stages = {s.name: s for s in STAGES}
+    return [a for n in names for s in [stages[n], *made_from_stage(n)] for a in s.artifacts]
+
+
+def prepare_run_dir(run_dir: Path, config: Config, force: bool, retrain: tuple[str, ...] = (),
+                    data_sha256: str | None = None) -> RunPaths:
+    """Claim the folder (missing, empty or a catdog run), check every artifact it holds against this
+    data and config (unless it is to be deleted), and only then change it: with force delete every
+    file catdog wrote there, with retrain the named stages' and those made from them, and say which;
+    then write config.json (rank 0)."""
     paths = RunPaths(Path(run_dir))
     world = current_world()
     if not world.is_main:
         world.barrier()
         return paths
     check_writable_run(paths.root)
+    if "decoder" in retrain and decoder_merged(paths):
+        raise UserError(f"{paths.autoencoder} holds the decoder stage's decoder merged in (an export), so it "
+                        "cannot be fine-tuned again from the autoencoder's own; train into another --run-dir")
+    doomed = [getattr(paths, a) for a in stage_files(retrain)] + ([paths.eval] if retrain else [])
+    if not force:
+        for name in RETRAINABLE:
+            weights, state = (getattr(paths, a) for a in next(s for s in STAGES if s.name == name).artifacts)
+            if weights.is_file() and weights not in doomed:
+                check_artifact(paths, name, data_sha256, config_to_dict(config))
+            if state.is_file() and state not in doomed:               # a resume must continue the same run
+                load_state(state, config_to_dict(config), SHAPED_BY[name],
+                           hint=f"resume with the flags it was started with, or rerun with --retrain {name}")
     try:
         paths.root.mkdir(parents=True, exist_ok=True)
-        if force:
-            removed = remove_owned(paths)
-            say(f"[run] --force removed: {', '.join(removed) if removed else 'nothing (no trained stage yet)'}")
+        removed = remove_owned(paths) if force else remove_owned(paths, keep=tuple(
+            p for p in paths.owned() if p not in doomed))
+        if force or retrain:
+            say(f"[run] --{'force' if force else 'retrain'} removed: "
+                f"{', '.join(removed) if removed else 'nothing (not trained yet)'}")
         paths.config.write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
     except OSError as e:
         raise UserError(f"--run-dir {paths.root}: cannot write ({e.strerror or e})") from None
@@ -230,8 +267,10 @@ def prepare_run_dir(run_dir: Path, config: Config, force: bool) -> RunPaths:
 
 
 def run_all(config: Config, run_dir: Path, data=None, device_name: str | None = None, force: bool = False,
-            until: str = "refiner", figures: bool = True, sample: SampleConfig = SampleConfig()) -> RunPaths:
-    """The main job: build every stage up to `until` that is missing, then (optionally) the figures."""
+            until: str = "refiner", figures: bool = True, sample: SampleConfig = SampleConfig(),
+            retrain: tuple[str, ...] = ()) -> RunPaths:
+    """The main job: build every stage up to `until` that is missing (or named in `retrain`), then
+    (optionally) the figures."""
     world = current_world()
     device = pick_device(device_name)
     if device.type == "cuda" and world.size > 1:
@@ -240,12 +279,16 @@ def run_all(config: Config, run_dir: Path, data=None, device_name: str | None = 
         raise UserError(f"--compile needs CUDA, this run is on {device}; add --no-compile")
     if figures:
         validate_sampling(sample, config.diffusion.n_steps)
+    unknown = set(retrain) - set(RETRAINABLE)
+    if unknown:
+        raise UserError(f"--retrain {','.join(sorted(unknown))}: not a stage; choose from {', '.join(RETRAINABLE)}")
     check_training_data(data)
     check_writable_run(run_dir)
+    data_sha256 = data_digest(data)
     with locked(run_dir, "run") if world.is_main else nullcontext():   # one command per folder
-        paths = prepare_run_dir(run_dir, config, force)
+        paths = prepare_run_dir(run_dir, config, force, retrain, data_sha256)
         say(f"[run] {paths.root} on {device}" + (f", {world.size} processes" if world.size > 1 else ""))
-        job = Job(paths, config, data, device)
+        job = Job(paths, config, data, device, data_sha256=data_sha256)
         names = [s.name for s in STAGES]
         for stage in STAGES[:names.index(until) + 1]:
             stage.build(job)

@@ -16,14 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catdog.config import RefinerConfig
+from catdog.config import RefinerConfig, norm_groups
 from catdog.denoiser import ClassEmbedding, TimeEmbedding
 from catdog.diffusion import ConditionalDenoiseDiffusion
 from catdog.sample import ddim_sample
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, channels // 4) or 1, channels)
+    return nn.GroupNorm(norm_groups(channels), channels)
 
 
 class RefinerBlock(nn.Module):

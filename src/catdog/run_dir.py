@@ -25,10 +25,10 @@ empty folder or a run of their own, clear only the files above, and one at a tim
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +38,12 @@ import numpy as np
 import torch
 
 from catdog.autoencoder import Decoder, SimpleAutoencoder
-from catdog.checkpoint import load_into, load_weights, save_weights
+from catdog.checkpoint import load_into, load_weights, read_metadata, save_weights
 from catdog.config import Config, SampleConfig, config_from_dict
 from catdog.data import create_cat_dog_dataset, to_uint8
 from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
 from catdog.errors import UserError
+from catdog.lineage import check_artifact, check_run, file_digest
 from catdog.refiner import Refiner
 from catdog.sample import REFINER_SEED_OFFSET, generate_images, images_from_latents
 from catdog.translate import check_strength, interpolate_latents, invert_latents, refine_frames, translate_latents
@@ -96,6 +97,7 @@ class Run:
     diffusion: ConditionalDenoiseDiffusion | None
     config: Config
     refiner: Refiner | None = None
+    data_sha256: str | None = None       # the data it was checked against when loaded (None: not checked)
 
     def generate(self, labels, sample: SampleConfig, progress: bool = False, return_latents: bool = False):
         """uint8 images (N, 32, 32, 3) for class labels (N,) with these settings; refined if the run has a
@@ -150,6 +152,22 @@ class Run:
         x_hat = self.autoencoder.reconstruct_x(images).clamp(-1, 1)
         y = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=x_hat.device)
         return to_uint8(self.refiner.refine(x_hat, y, sample.seed + REFINER_SEED_OFFSET, sample.refiner_steps))
+
+
+def read_eval(paths: RunPaths) -> dict | None:
+    """What `catdog evaluate` wrote in the run folder; None if nothing, or if the file is not a JSON
+    object (truncated, edited), with a warning, since the numbers are only shown."""
+    if not paths.eval.is_file():
+        return None
+    try:
+        measured = json.loads(paths.eval.read_text())
+    except (OSError, ValueError) as e:
+        measured = e
+    if isinstance(measured, dict):
+        return measured
+    print(f"catdog: warning: {paths.eval} is not a JSON object of results; ignored (rerun catdog evaluate)",
+          file=sys.stderr)
+    return None
 
 
 def is_catdog_run(root: Path) -> bool:
@@ -212,9 +230,20 @@ def locked(root: Path, command: str) -> Iterator[None]:
         handle.close()
 
 
-def file_digest(path: Path) -> str:
-    """First 16 hex digits of a file's sha256 (names the AE a latent cache / diffusion came from)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+def writer_of(root: Path) -> str | None:
+    """Who holds the run folder's lock (a command writing into it: "catdog run (pid N)"), or None. Reads
+    only: a read-only folder without a lock file is free."""
+    try:
+        handle = open(Path(root) / ".lock")
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
 
 
 def require_run(run_dir: Path, *files: str) -> RunPaths:
@@ -236,21 +265,14 @@ def load_autoencoder(run_dir: Path, device: torch.device = torch.device("cpu")
     paths = RunPaths(Path(run_dir))
     autoencoder, config = _load(paths.autoencoder, lambda c: SimpleAutoencoder(c.ae), device)
     if paths.decoder.is_file():
+        check_artifact(paths, "decoder")
         autoencoder.decoder = load_decoder(paths.root, device)[0]
     return autoencoder, config
 
 
 def load_decoder(run_dir: Path, device: torch.device = torch.device("cpu")) -> tuple[Decoder, Config]:
-    """The decoder stage's fine-tuned decoder and its config; it must belong to the run's autoencoder."""
-    paths = RunPaths(Path(run_dir))
-    if load_weights(paths.decoder)[2].get("autoencoder_sha256") != file_digest(paths.autoencoder):
-        raise UserError(f"{paths.decoder} belongs to a different autoencoder; rerun with --force")
-    return _load(paths.decoder, lambda c: Decoder(c.ae), device)
-
-
-def decoder_digest(paths: RunPaths) -> str:
-    """Names the decoder a refiner was trained on: the decoder file's digest, or "" for the AE's own."""
-    return file_digest(paths.decoder) if paths.decoder.is_file() else ""
+    """The decoder stage's fine-tuned decoder and its config."""
+    return _load(RunPaths(Path(run_dir)).decoder, lambda c: Decoder(c.ae), device)
 
 
 def load_diffusion(run_dir: Path, device: torch.device = torch.device("cpu")
@@ -280,13 +302,16 @@ def _config_of(path: Path, config_dict: dict) -> Config:
         raise UserError(f"{path}: {e}") from None
 
 
-def load_run(run_dir: Path, device: torch.device = torch.device("cpu"), need_diffusion: bool = True) -> Run:
-    """Load a trained run folder; without `need_diffusion`, an autoencoder-only run loads too."""
+def load_run(run_dir: Path, device: torch.device = torch.device("cpu"), need_diffusion: bool = True,
+             data_sha256: str | None = None) -> Run:
+    """Load a trained run folder whose artifacts were made from each other (lineage.check_run) and, if
+    `data_sha256` is given, from that data; without `need_diffusion`, an autoencoder-only run loads too."""
     paths = require_run(run_dir, "autoencoder", *(("diffusion",) if need_diffusion else ()))
+    check_run(paths, data_sha256)
     autoencoder, config = load_autoencoder(paths.root, device)
     diffusion = load_diffusion(paths.root, device)[0] if paths.diffusion.is_file() else None
     refiner = load_refiner(paths.root, device)[0] if paths.refiner.is_file() else None
-    return Run(paths, autoencoder, diffusion, config, refiner)
+    return Run(paths, autoencoder, diffusion, config, refiner, data_sha256)
 
 
 # --- cached latents -------------------------------------------------------------------------
@@ -317,21 +342,24 @@ def encode_shifted(autoencoder: SimpleAutoencoder, data, px: int, hflip: bool) -
     return torch.cat(latents), torch.as_tensor(labels).repeat(len(latents))
 
 
-def read_latents(paths: RunPaths) -> dict[str, torch.Tensor] | None:
-    """The run's latent cache if it was encoded with the run's current autoencoder, else None."""
+def read_latents(paths: RunPaths, data_sha256: str | None = None) -> dict[str, torch.Tensor] | None:
+    """The run's latent cache if it was encoded with the run's current autoencoder from the data
+    `data_sha256` names (when given and recorded), else None."""
     if not paths.latents.is_file():
         return None
     tensors, _, meta = load_weights(paths.latents)
-    return tensors if meta.get("autoencoder_sha256") == file_digest(paths.autoencoder) else None
+    if meta.get("autoencoder_sha256") != file_digest(paths.autoencoder):
+        return None
+    return None if data_sha256 and meta.get("data_sha256", data_sha256) != data_sha256 else tensors
 
 
-def write_latents(paths: RunPaths, latents: dict[str, torch.Tensor]) -> None:
-    save_weights(paths.latents, latents, {}, autoencoder_sha256=file_digest(paths.autoencoder))
+def write_latents(paths: RunPaths, latents: dict[str, torch.Tensor], data_sha256: str) -> None:
+    save_weights(paths.latents, latents, {}, autoencoder_sha256=file_digest(paths.autoencoder), data_sha256=data_sha256)
 
 
 def run_latents(run: Run, data=None) -> dict[str, torch.Tensor]:
     """The run's latents: the cache if fresh, else encoded now in memory (readers never write it)."""
-    return read_latents(run.paths) or encode_dataset(run.autoencoder, data, run.config.ae.hflip)
+    return read_latents(run.paths, run.data_sha256) or encode_dataset(run.autoencoder, data, run.config.ae.hflip)
 
 
 def unmirrored(latents: dict[str, torch.Tensor], hflip: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -346,8 +374,10 @@ def export_run(run_dir: Path, out_dir: Path, fp16: bool = True, force: bool = Fa
     config, metrics log and eval.json; no training state, latent cache or figures. A fine-tuned
     decoder (the decoder stage) is merged into the exported autoencoder file, which saves its size
     again; the exported diffusion and refiner name that file, so the copy is a consistent run.
-    The target is a new or empty folder, or (with force) an earlier export, never the run itself."""
+    The target is a new or empty folder, or (with force) an earlier export, never the run itself; the
+    source's lineage is verified before anything is copied, so an export never launders a mixed folder."""
     src, dst = require_run(run_dir, "autoencoder", "diffusion"), RunPaths(Path(out_dir))
+    check_run(src)
     if dst.root.resolve() == src.root.resolve():
         raise UserError(f"--out {dst.root}: is the run folder itself; export into another folder")
     if dst.root.exists() and not dst.root.is_dir():
@@ -374,20 +404,22 @@ def export_run(run_dir: Path, out_dir: Path, fp16: bool = True, force: bool = Fa
                 extra["autoencoder_sha256"] = file_digest(dst.autoencoder)
             if "decoder_sha256" in extra:                         # its decoder is now the autoencoder's own
                 extra["decoder_sha256"] = ""
-            save_weights(getattr(dst, name), tensors, config, **extra, exported_from=str(src.root),
+            save_weights(getattr(dst, name), tensors, config, **extra, exported_from=src.root.resolve().name,
                          dtype="float16" if fp16 else "float32")
             written.append(getattr(dst, name))
         for path in (src.metrics, src.eval):
             if path.is_file():
                 (dst.root / path.name).write_bytes(path.read_bytes())
                 written.append(dst.root / path.name)
-        dst.config.write_text(json.dumps(config, indent=2) + "\n")
+        # the run's config.json: each weights file keeps its own, and a stage taken over from another
+        # run (benchmarks/train_prior.py) may carry sections that are not the run's
+        dst.config.write_text(src.config.read_text() if src.config.is_file() else json.dumps(config, indent=2) + "\n")
     return written + [dst.config]
 
 
 def is_export(paths: RunPaths) -> bool:
     """Whether a folder holds a `catdog export` (its autoencoder file records where it came from)."""
     try:
-        return "exported_from" in load_weights(paths.autoencoder)[2]
+        return "exported_from" in read_metadata(paths.autoencoder)
     except UserError:
         return False

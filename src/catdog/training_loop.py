@@ -147,7 +147,8 @@ class TrainingLoop:
         """Load the saved state if there is one; the step to continue from."""
         if not self.state_path.exists():
             return 0
-        saved = load_state(self.state_path, config_to_dict(self.config), self.sections)
+        saved = load_state(self.state_path, config_to_dict(self.config), self.sections,
+                           hint=f"resume with the flags it was started with, or rerun with --retrain {self.stage}")
         for name, obj in self.state.items():
             obj.load_state_dict(saved[name])
         self.generator.set_state(saved["rng"])
