@@ -78,6 +78,10 @@ def test_a_rerun_on_an_export_changes_none_of_its_weights(tiny_run, tmp_path, ca
     assert not (out / "decoder.safetensors").exists()
     err = one_line_error(capsys, ["run", "--preset", "tiny", "--run-dir", str(out), "--retrain", "decoder"])
     assert "merged" in err
+    before = snapshot(out)
+    err = one_line_error(capsys, ["run", "--preset", "tiny", "--run-dir", str(out), "--ae-train-steps", "31"])
+    assert "is a catdog export, complete for sampling" in err and "ae_train_steps" in err
+    assert snapshot(out) == before
 
 
 def test_the_latent_cache_and_stages_are_tied_to_the_data(tiny_run, small_data, copy_of, tmp_path, capsys):

@@ -32,8 +32,8 @@ from catdog.distributed import current_world
 from catdog.errors import UserError
 from catdog.figures import write_all_figures
 from catdog.lineage import SHAPED_BY, check_artifact, data_digest, made_from
-from catdog.run_dir import (RunPaths, check_writable_run, encode_dataset, encode_shifted, load_autoencoder,
-                            locked, read_latents, remove_owned, write_latents)
+from catdog.run_dir import (RunPaths, check_writable_run, encode_dataset, encode_shifted, is_export,
+                            load_autoencoder, locked, read_latents, remove_owned, write_latents)
 from catdog.train import train_autoencoder, train_decoder, train_diffusion, train_refiner
 
 
@@ -248,7 +248,13 @@ def prepare_run_dir(run_dir: Path, config: Config, force: bool, retrain: tuple[s
         for name in RETRAINABLE:
             weights, state = (getattr(paths, a) for a in next(s for s in STAGES if s.name == name).artifacts)
             if weights.is_file() and weights not in doomed:
-                check_artifact(paths, name, data_sha256, config_to_dict(config))
+                try:
+                    check_artifact(paths, name, data_sha256, config_to_dict(config))
+                except UserError as e:
+                    if not is_export(paths):
+                        raise
+                    raise UserError(f"{paths.root} is a catdog export, complete for sampling; `catdog run` "
+                                    f"accepts it only with the settings it was trained with, and here {e}") from None
             if state.is_file() and state not in doomed:               # a resume must continue the same run
                 load_state(state, config_to_dict(config), SHAPED_BY[name],
                            hint=f"resume with the flags it was started with, or rerun with --retrain {name}")
