@@ -18,8 +18,12 @@ training statistics:
   their defaults (cosine schedule, noise prediction, condition dropout 0.5, 50 sampling steps = its DDIM
   with eta 1, cond_scale 6, rescaled_phi 0.7), Adam at its Trainer's 1e-4, batch 16, its Trainer's EMA
   (0.995 every 10 steps), random flips.
-What 2 cores and 15 minutes force: the peers' U-Nets are sized down (their defaults, 35 M+ parameters
-for 64-256 px images, would take about a step a second), and both train under bf16 autocast as catdog does.
+What 2 cores and 15 minutes force: the peers' U-Nets are sized down (their examples' 35 M+ parameters
+for 64-256 px images would train at under a step a second here): diffusers 1.1 M parameters (widths
+32, 64, 64, one layer per block, attention at 16x16 as DDPM's CIFAR-10 model has it; 4.7 steps/s at
+batch 16, ~13 min to sample 2,000 with guidance), lucidrains 2.9 M (dim 32, mults 1, 2, 4; 2.9 steps/s,
+~55 min to sample 2,000: its sampler runs the model twice per step, unbatched). Both train and sample
+under bf16 autocast as catdog does (1.7x faster than float32 here).
 
 The peers live in their own virtual environment (OUT/venv, made by this script): diffusers and
 einops from PyPI, and lucidrains' package installed without its dependencies, because they pull a
@@ -42,6 +46,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +57,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from catdog.data import create_cat_dog_dataset  # noqa: E402
 
 PEERS = ("catdog", "diffusers", "lucidrains")
-PEER_PACKAGES = {"diffusers": ["diffusers==0.42.1", "einops==0.8.1"], "lucidrains": []}
-LUCIDRAINS = "denoising-diffusion-pytorch==2.3.4"
+PEER_PACKAGES = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["peers"]
+LUCIDRAINS = "denoising-diffusion-pytorch==2.3.4"       # --no-deps: see the module docstring
 GUIDANCE, STEPS, BATCH = 6.0, 50, 16
 NULL = 2                                 # the class index of "no class" (classifier-free guidance)
 
@@ -80,9 +85,10 @@ def to_uint8(x01: torch.Tensor) -> np.ndarray:
 
 
 def sample_classes(sample_fn, n: int, batch: int = 250) -> tuple[np.ndarray, np.ndarray]:
-    """n/2 cats then n/2 dogs from sample_fn(labels) -> uint8 images, in batches."""
+    """n/2 cats then n/2 dogs from sample_fn(labels, seed) -> uint8 images, in batches of their own seeds
+    (one seed for all would repeat the same noise, hence the same images, in every batch of a class)."""
     labels = np.repeat([0, 1], [n // 2, n - n // 2])
-    images = [sample_fn(torch.from_numpy(labels[i:i + batch])) for i in range(0, n, batch)]
+    images = [sample_fn(torch.from_numpy(labels[i:i + batch]), 1000 + i) for i in range(0, n, batch)]
     return np.concatenate(images), labels
 
 
@@ -92,7 +98,7 @@ def train_diffusers(batches: Batches, seconds: float) -> tuple[dict, int]:
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from diffusers.training_utils import EMAModel
     model = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=1,
-                        block_out_channels=(64, 128, 128),
+                        block_out_channels=(32, 64, 64),
                         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
                         up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), num_class_embeds=3)
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
@@ -189,8 +195,8 @@ def train_catdog(out: Path, minutes: float, data=None) -> tuple[object, int]:
     scale = minutes / 15
     steps = {"ae_train_steps": cpu.ae.ae_train_steps, "diffusion_train_steps": cpu.diffusion.diffusion_train_steps,
              "refiner_train_steps": cpu.refiner.refiner_train_steps}
-    config = override(cpu, {k: max(1, round(v * scale)) for k, v in steps.items()})
-    run_all(config, out / "catdog_run", data, figures=False)
+    steps = {k: max(1, round(v * scale)) for k, v in steps.items()}
+    run_all(override(cpu, steps), out / "catdog_run", data, figures=False)
     return load_run(out / "catdog_run"), sum(steps.values())
 
 
@@ -243,7 +249,7 @@ def peers_venv(out: Path) -> Path:
         core = sysconfig.get_paths()["purelib"]
         (site / "catdog_core.pth").write_text(f"import site; site.addsitedir({core!r})\n")
         pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        subprocess.run(pip + PEER_PACKAGES["diffusers"], check=True)
+        subprocess.run(pip + PEER_PACKAGES, check=True)
         subprocess.run(pip + ["--no-deps", LUCIDRAINS], check=True)
     return python
 

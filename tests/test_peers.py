@@ -35,3 +35,13 @@ def test_each_installed_peer_trains_samples_and_reports(peer, tmp_path, small_da
     assert result["train_steps"] >= 1 and result["user_lines"] >= 2 and result["peak_rss_mb"] > 0
     if peer != "catdog":
         assert result["train_s"] >= 0.02 * 60                               # it trained for its budget
+
+
+def test_every_batch_of_samples_starts_from_its_own_seed():
+    """The first 15-minute benchmark sampled every batch of a class with seed 0: 4 copies of 500 images.
+    Oracle: a fake sampler that paints its seed; no two batches may share one."""
+    peers = peers_script()
+    paint = lambda labels, seed: np.full((len(labels), 32, 32, 3), seed % 251, np.uint8)
+    images, labels = peers.sample_classes(paint, 10, batch=3)
+    assert labels.tolist() == [0] * 5 + [1] * 5
+    assert len({int(im[0, 0, 0]) for im in images[::3]}) == 4
