@@ -107,27 +107,25 @@ def read_metadata(path: Path) -> dict:
             meta = dict(f.metadata() or {})
         meta["config"] = json.loads(meta["config"])
     except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
-        raise UserError(f"{path}: unreadable weights file ({type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(meta["config"], dict):
+        raise _unreadable(path, e) from None
+    config = meta["config"]
+    if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
         raise UserError(f"{path}: its config metadata is not a catdog config (a JSON object of sections)")
     return meta
 
 
-def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict, dict[str, str]]:
-    """Read a safetensors export -> (tensors, config dict, metadata)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """Read a safetensors export -> (tensors, config dict, metadata with that config)."""
+    meta = read_metadata(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
         tensors = load_file(str(path))
-        config = json.loads(meta["config"])
-    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
-        raise UserError(f"{path}: unreadable weights file ({type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
-        raise UserError(f"{path}: its config metadata is not a catdog config (a JSON object of sections)")
-    return tensors, config, meta
+    except (SafetensorError, OSError, ValueError) as e:
+        raise _unreadable(Path(path), e) from None
+    return tensors, meta["config"], meta
+
+
+def _unreadable(path: Path, error: Exception) -> UserError:
+    return UserError(f"{path}: unreadable weights file ({type(error).__name__}: {str(error)[:200]})")
 
 
 def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
