@@ -17,7 +17,7 @@ training statistics:
 - lucidrains' denoising-diffusion-pytorch: `classifier_free_guidance.Unet` + `GaussianDiffusion` with
   their defaults (cosine schedule, noise prediction, condition dropout 0.5, 50 sampling steps = its DDIM
   with eta 1, cond_scale 6, rescaled_phi 0.7), Adam at its Trainer's 1e-4, batch 16, its Trainer's EMA
-  (0.995 every 10 steps), random flips.
+  (ema_pytorch's `EMA`, 0.995 every 10 steps after a warm-up), random flips.
 What 2 cores and 15 minutes force: the peers' U-Nets are sized down (their examples' 35 M+ parameters
 for 64-256 px images would train at under a step a second here): diffusers 1.1 M parameters (widths
 32, 64, 64, one layer per block, attention at 16x16 as DDPM's CIFAR-10 model has it; 4.7 steps/s at
@@ -156,11 +156,12 @@ def lucidrains_module():
 
 
 def train_lucidrains(batches: Batches, seconds: float) -> tuple[dict, int]:
+    from ema_pytorch import EMA
     cfg = lucidrains_module()
     model = cfg.Unet(dim=32, dim_mults=(1, 2, 4), num_classes=2, cond_drop_prob=0.5)
     diffusion = cfg.GaussianDiffusion(model, image_size=32, timesteps=1000, sampling_timesteps=STEPS)
     optimizer = torch.optim.Adam(diffusion.parameters(), lr=1e-4, betas=(0.9, 0.99))
-    ema = {k: v.detach().clone() for k, v in diffusion.state_dict().items()}
+    ema = EMA(diffusion, beta=0.995, update_every=10)                 # its Trainer's EMA, ema_pytorch defaults
     start, step = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
         x01, y = batches.next(BATCH)
@@ -170,12 +171,9 @@ def train_lucidrains(batches: Batches, seconds: float) -> tuple[dict, int]:
         torch.nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
+        ema.update()
         step += 1
-        if step % 10 == 0:
-            for k, v in diffusion.state_dict().items():
-                ema[k].lerp_(v, 1 - 0.995) if v.is_floating_point() else ema[k].copy_(v)
-    diffusion.load_state_dict(ema)
-    return {"diffusion": diffusion.eval()}, step
+    return {"diffusion": ema.ema_model.eval()}, step
 
 
 @torch.no_grad()
@@ -241,9 +239,11 @@ def run_worker(name: str, minutes: float, n: int, out: Path, data=None, grid: in
 # --- the orchestrator ------------------------------------------------------------------------------
 def peers_venv(out: Path) -> Path:
     """OUT/venv: sees this environment's packages (torch, numpy, ...) and adds the peers'."""
-    python = out / "venv" / "bin" / "python"
+    python, installed = out / "venv" / "bin" / "python", out / "venv" / "catdog_peers.txt"
+    wanted = "\n".join(PEER_PACKAGES + [LUCIDRAINS])
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(out / "venv")], check=True)
+    if not installed.exists() or installed.read_text() != wanted:
         site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                             text=True).strip())
         core = sysconfig.get_paths()["purelib"]
@@ -251,6 +251,7 @@ def peers_venv(out: Path) -> Path:
         pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
         subprocess.run(pip + PEER_PACKAGES, check=True)
         subprocess.run(pip + ["--no-deps", LUCIDRAINS], check=True)
+        installed.write_text(wanted)
     return python
 
 
