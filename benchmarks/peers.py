@@ -2,6 +2,9 @@
 
     python benchmarks/peers.py --minutes 15            # the README table (about 1.5 hours on 2 cores)
     python benchmarks/peers.py --minutes 1 --n 200     # the whole path in a few minutes
+    python benchmarks/peers.py --peers "" --figure docs/figures/peers.png   # table + grids of OUT only
+
+OUT/table.md and the figure hold every contender finished in OUT, also by an earlier invocation.
 
 Each contender trains for the same wall time on the same 10,000 training cats and dogs, on this machine
 with nothing else running (one after the other, each in its own process so that its peak memory is its
@@ -264,6 +267,36 @@ def evaluate(npz: Path, ref_stats: Path | None) -> dict:
     return json.loads(out.read_text())
 
 
+def finished(out: Path) -> list[dict]:
+    """Every contender whose run and scores are in OUT (also those of earlier invocations), in PEERS order."""
+    rows = []
+    for name in PEERS:
+        result, scores = out / f"{name}.json", out / f"{name}_samples.eval.json"
+        if result.exists() and scores.exists():
+            scores = json.loads(scores.read_text())
+            rows.append({**json.loads(result.read_text()),
+                         **{k: scores.get(k, math.nan) for k in ("fid", "kid", "class_fidelity")}})
+    return rows
+
+
+def grids_figure(rows: list[dict], out: Path, path: Path) -> None:
+    """The contenders' 64-image grids (first half cats, second half dogs, seed 1) side by side."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from catdog.viz import image_grid
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.6), squeeze=False)
+    for ax, r in zip(axes[0], rows):
+        ax.imshow(image_grid(np.load(out / f"{r['peer']}_grid.npy"), 8))
+        ax.set_title(f"{r['peer']} ({r['version']})\nFID {r['fid']:.1f} @ {r['n']:,}, "
+                     f"{r['train_s'] / 60:.0f} CPU min", fontsize=8)
+        ax.axis("off")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| contender (version) | FID @ N | KID | class fidelity | training wall time | 64 samples | peak memory | "
              "lines of user code |", "|---|---|---|---|---|---|---|---|"]
@@ -283,6 +316,7 @@ def main() -> int:
     parser.add_argument("--ref-stats", type=Path, default=ROOT.parent / "shared" / "fid_stats")
     parser.add_argument("--data", default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--figure", type=Path, default=None, help="the grids side by side (default OUT/grids.png)")
     parser.add_argument("--worker", choices=PEERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -294,7 +328,6 @@ def main() -> int:
     names = [p for p in args.peers.split(",") if p]
     python = peers_venv(args.out) if set(names) - {"catdog"} else Path(sys.executable)
     ref_stats = args.ref_stats if args.ref_stats.is_dir() else None
-    rows = []
     for name in names:
         print(f"== {name}: training {args.minutes:g} min, then {args.n} samples", flush=True)
         worker = [str(python if name != "catdog" else sys.executable), __file__, "--worker", name, "--minutes",
@@ -304,10 +337,11 @@ def main() -> int:
         budget = args.minutes * 60
         if name != "catdog" and not budget <= result["train_s"] <= budget * 1.05 + 5:
             raise SystemExit(f"{name} trained {result['train_s']} s, not the {budget:g} s budget")
-        scores = evaluate(args.out / f"{name}_samples.npz", ref_stats)
-        rows.append({**result, **{k: scores.get(k, math.nan) for k in ("fid", "kid", "class_fidelity")}})
-        print(table(rows[-1:]), flush=True)
+        evaluate(args.out / f"{name}_samples.npz", ref_stats)
+        print(table([r for r in finished(args.out) if r["peer"] == name]), flush=True)
+    rows = finished(args.out)
     (args.out / "table.md").write_text(table(rows))
+    grids_figure(rows, args.out, args.figure or args.out / "grids.png")
     print(table(rows))
     return 0
 

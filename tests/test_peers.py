@@ -4,6 +4,7 @@ virtual environment is the script's business), so there only catdog's path runs.
 pytest tests/test_peers.py"""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -45,3 +46,22 @@ def test_every_batch_of_samples_starts_from_its_own_seed():
     images, labels = peers.sample_classes(paint, 10, batch=3)
     assert labels.tolist() == [0] * 5 + [1] * 5
     assert len({int(im[0, 0, 0]) for im in images[::3]}) == 4
+
+
+def test_table_and_figure_gather_every_contender_finished_in_the_folder(tmp_path):
+    """A rerun of one peer (`--peers lucidrains`) must not drop the others from the table: the rows come
+    from the folder. Oracle: two finished contenders and one without scores."""
+    peers = peers_script()
+    for name, fid in (("catdog", 90.0), ("diffusers", 300.0), ("lucidrains", None)):
+        run = {"peer": name, "version": "v", "train_s": 900.0, "train_steps": 10, "sample64_s": 1.0, "n": 4,
+               "user_lines": 2, "peak_rss_mb": 1024}
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+        np.save(tmp_path / f"{name}_grid.npy", np.zeros((4, 32, 32, 3), np.uint8))
+        if fid is not None:
+            (tmp_path / f"{name}_samples.eval.json").write_text(json.dumps({"fid": fid, "kid": 0.1,
+                                                                             "class_fidelity": 0.5}))
+    rows = peers.finished(tmp_path)
+    assert [r["peer"] for r in rows] == ["catdog", "diffusers"] and rows[1]["fid"] == 300.0
+    assert "| diffusers (v) | 300.0 @ 4 |" in peers.table(rows)
+    peers.grids_figure(rows, tmp_path, tmp_path / "grids.png")
+    assert (tmp_path / "grids.png").stat().st_size > 1000
