@@ -247,8 +247,8 @@ def peers_venv(out: Path) -> Path:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(out / "venv")], check=True)
     if not installed.exists() or installed.read_text() != wanted:
-        site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                            text=True).strip())
+        purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+        site = Path(subprocess.check_output([str(python), "-c", purelib], text=True).strip())
         core = sysconfig.get_paths()["purelib"]
         (site / "catdog_core.pth").write_text(f"import site; site.addsitedir({core!r})\n")
         pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
