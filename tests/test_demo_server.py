@@ -236,9 +236,16 @@ def test_demo_outside_the_checkout_says_how_to_point_it_at_a_model(tmp_path, mon
     assert cli.default_demo_run() == cli.CHECKOUT / "pretrained"     # found from anywhere, installed with -e
 
 
+def as_from_a_terminal() -> None:
+    """Ctrl-C's SIGINT as a terminal delivers it: a shell that started pytest in the background (`&`)
+    leaves SIGINT ignored in every child, and Python then installs no KeyboardInterrupt for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def demo_process(run_dir, *flags) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "catdog", "demo", "--run-dir", str(run_dir), "--port", "0",
-                             *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_from_a_terminal)
 
 
 @pytest.mark.slow
