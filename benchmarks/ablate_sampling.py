@@ -1,11 +1,11 @@
 """Sampling ablations of a run's latent prior at one N, scored like `catdog evaluate` scores samples.
 
     python benchmarks/ablate_sampling.py --run-dir pretrained --n 2000 --out runs/ablate_sampling --no-refiner
-    python benchmarks/ablate_sampling.py --run-dir pretrained --n 2000 --out runs/ablate_sampling \
-        --guide runs/guide --variants ag_w2,ag_w3
+    python benchmarks/ablate_sampling.py --run-dir runs/prior_new --floor-from pretrained/eval.json \
+        --n 2000 --out runs/ablate_prior_new --variants ddim50_g6
 
-Each variant is a set of SampleConfig fields (and, for `ag_*`, autoguidance by --guide's prior: Karras
-et al. 2024, a weaker prior of the same latents in place of the unconditional prediction). Per variant:
+Each variant is a set of SampleConfig fields (autoguidance and CFG rescale lost and left the package:
+docs/experiments.md, session 18; rerunnable at commit 21e143e). Per variant:
 N samples with the classes and seeds `catdog evaluate` uses, scored by the same code (FID against the
 same training statistics, KID, precision / recall, the ResNet-20 judge) into OUT/<name>[_raw].json;
 `prior_gap` is that FID minus the run's decoding floor from its eval.json (same N, refined or raw).
@@ -27,33 +27,24 @@ sys.path.insert(0, str(ROOT / "src"))
 from catdog.config import SampleConfig  # noqa: E402
 from catdog.evaluate import FidScorer, score_samples  # noqa: E402
 from catdog.judge import load_judge  # noqa: E402
-from catdog.lineage import file_digest  # noqa: E402
-from catdog.run_dir import load_diffusion, load_run  # noqa: E402
-from catdog.sample import generate_images  # noqa: E402
+from catdog.run_dir import load_run  # noqa: E402
 
-VARIANTS = {                 # name: SampleConfig fields (guide: autoguidance; rescale: CFG rescale, Lin et al. 2024)
+VARIANTS = {                                     # name: SampleConfig fields
     "ddim50_g6": {},
     "ddim50_g6_eta1": {"eta": 1.0},
     "ddim50_g6_interval0.5_10": {"guidance_interval": (0.5, 10.0)},
     "ddim50_g9_interval0.5_10": {"guidance": 9.0, "guidance_interval": (0.5, 10.0)},
     "ddim50_g3": {"guidance": 3.0},
+    "ddim50_g9": {"guidance": 9.0},
     "ddim200_g6": {"steps": 200},
     "ddpm_g6": {"sampler": "ddpm"},
-    "ddim50_g6_rescale0.7": {"rescale": 0.7},
-    "ddim50_g9_rescale0.7": {"guidance": 9.0, "rescale": 0.7},
-    "ddim50_g6_rescale0.5": {"rescale": 0.5},
-    "ag_w1.5": {"guidance": 1.5, "guide": True},
-    "ag_w2": {"guidance": 2.0, "guide": True},
-    "ag_w3": {"guidance": 3.0, "guide": True},
 }
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--run-dir", type=Path, required=True)
 parser.add_argument("--n", type=int, default=2000)
 parser.add_argument("--out", type=Path, required=True)
-parser.add_argument("--variants", default=None, help=f"comma-separated, of: {', '.join(VARIANTS)} (default: all "
-                                                     "without ag_*, and ag_* too with --guide)")
-parser.add_argument("--guide", type=Path, default=None, help="a run folder whose prior guides the ag_* variants")
+parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
 parser.add_argument("--no-refiner", action="store_true")
 parser.add_argument("--floor-from", type=Path, default=None,
                     help="the eval.json with the decoding floor (default: the run's; another run's with the same "
@@ -61,17 +52,10 @@ parser.add_argument("--floor-from", type=Path, default=None,
 parser.add_argument("--ref-stats", type=Path, default=ROOT.parent / "shared/fid_stats")
 args = parser.parse_args()
 
-names = args.variants.split(",") if args.variants else [v for v in VARIANTS if args.guide or not v.startswith("ag_")]
+names = args.variants.split(",")
 if unknown := [v for v in names if v not in VARIANTS]:
     sys.exit(f"--variants: unknown {', '.join(unknown)}")
 run = load_run(args.run_dir)
-guide = None
-if any(VARIANTS[v].get("guide") for v in names):
-    if args.guide is None:
-        sys.exit("the ag_* variants need --guide RUN_DIR")
-    if file_digest(args.guide / "autoencoder.safetensors") != file_digest(run.paths.autoencoder):
-        sys.exit(f"--guide {args.guide}: its prior learnt another autoencoder's latents than {args.run_dir}'s")
-    guide = load_diffusion(args.guide)[0]
 floor_file = args.floor_from or run.paths.eval
 evaluated = json.loads(floor_file.read_text()) if floor_file.is_file() else {}
 same_n = evaluated.get("n_samples") == args.n                     # a floor is only comparable at the same N
@@ -85,19 +69,11 @@ for name in names:
     path = args.out / f"{name}{suffix}.json"
     if path.exists():
         continue
-    fields = {k: v for k, v in VARIANTS[name].items() if k not in ("guide", "rescale")}
-    sample = replace(SampleConfig(), **fields, refiner=not args.no_refiner)
-    images = generate_images(run.autoencoder, run.diffusion, labels, sample.seed, sample.steps, sample.guidance,
-                             sampler=sample.sampler, refiner=run.refiner if sample.refiner else None,
-                             refiner_steps=sample.refiner_steps, eta=sample.eta,
-                             guidance_interval=sample.guidance_interval,
-                             guide=guide if VARIANTS[name].get("guide") else None,
-                             rescale=VARIANTS[name].get("rescale", 0.0))
+    fields = VARIANTS[name]
+    images = run.generate(labels, replace(SampleConfig(), **fields, refiner=not args.no_refiner))
     fid = fid or FidScorer(None, args.ref_stats, None, torch.device("cpu"))
     row = score_samples(images, labels, judge, fid)
-    row.update(variant=name, **fields, rescale=VARIANTS[name].get("rescale", 0.0),
-               guide=str(args.guide) if VARIANTS[name].get("guide") else None,
-               refiner=sample.refiner, floor_fid=floor if same_n else None,
+    row.update(variant=name, **fields, refiner=not args.no_refiner, floor_fid=floor if same_n else None,
                prior_gap=row["fid"] - floor if same_n and floor is not None else None)
     path.write_text(json.dumps(row, indent=2, default=list) + "\n")
     print(f"{name}: FID {row['fid']:.2f}", flush=True)

@@ -31,35 +31,23 @@ def noise_level(alpha_bar: torch.Tensor) -> torch.Tensor:
 
 
 def guided_denoiser(diffusion: ConditionalDenoiseDiffusion, y: torch.Tensor, guidance: float,
-                    interval: tuple[float, float] | None = None,
-                    guide: ConditionalDenoiseDiffusion | None = None, rescale: float = 0.0) -> Denoiser:
+                    interval: tuple[float, float] | None = None) -> Denoiser:
     """Classifier-free guidance: denoised = uncond + w (cond - uncond); w = 1 is the plain conditional.
     With `interval` (lo, hi), guidance acts only where lo < sigma_t <= hi and the conditional model
     alone elsewhere (Kynkaanniemi et al. 2024: guidance at high noise costs diversity, at low noise
-    it does little). With a `guide` model (autoguidance, Karras et al. 2024), a weaker model of the
-    same latents takes the unconditional prediction's place: denoised = guide(y) + w (cond - guide(y)),
-    which pushes away from that model's errors rather than from the other class. `rescale` phi (Lin et al.
-    2024) blends in the guided prediction scaled, row by row, to the conditional one's standard deviation:
-    strong guidance inflates the latents' norm, which the decoder turns into over-saturated images."""
+    it does little)."""
 
     def denoise(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if guidance == 1.0:
             return diffusion.denoise(z_t, t, y)
-        if guide is not None:
-            cond, uncond = diffusion.denoise(z_t, t, y), guide.denoise(z_t, t, y)
-        else:
-            both = diffusion.denoise(torch.cat([z_t, z_t]), torch.cat([t, t]),
-                                     torch.cat([y, torch.full_like(y, NULL_CLASS)]))
-            cond, uncond = both.chunk(2)
+        both = diffusion.denoise(torch.cat([z_t, z_t]), torch.cat([t, t]),
+                                 torch.cat([y, torch.full_like(y, NULL_CLASS)]))
+        cond, uncond = both.chunk(2)
         w = torch.full_like(t, guidance, dtype=cond.dtype)
         if interval is not None:
             sigma = noise_level(diffusion.alpha_bar[t])
             w = torch.where((sigma > interval[0]) & (sigma <= interval[1]), w, torch.ones_like(w))
-        guided = uncond + w[:, None] * (cond - uncond)
-        if rescale > 0:
-            scaled = guided * cond.std(dim=1, keepdim=True) / guided.std(dim=1, keepdim=True)
-            guided = rescale * scaled + (1 - rescale) * guided
-        return guided
+        return uncond + w[:, None] * (cond - uncond)
 
     return denoise
 
@@ -142,12 +130,11 @@ def ddim_steps(denoise: Denoiser, alpha_bar: torch.Tensor, z: torch.Tensor, ts: 
 
 def sample_latents(diffusion: ConditionalDenoiseDiffusion, y: torch.Tensor, seed: int, steps: int,
                    guidance: float, return_trajectory: bool = False, sampler: str = "ddim", eta: float = 0.0,
-                   guidance_interval: tuple[float, float] | None = None,
-                   guide: ConditionalDenoiseDiffusion | None = None, rescale: float = 0.0):
+                   guidance_interval: tuple[float, float] | None = None):
     """Standardised latents z (B, D) for classes y (B,): DDIM in `steps` steps (stochastic with eta > 0),
-    or the full DDPM chain; guided by the unconditional model, or by `guide` (autoguidance)."""
+    or the full DDPM chain."""
     generator = torch.Generator().manual_seed(seed)
-    denoise = guided_denoiser(diffusion, y, guidance, guidance_interval, guide, rescale)
+    denoise = guided_denoiser(diffusion, y, guidance, guidance_interval)
     shape = (len(y), diffusion.model.output.out_features)
     if sampler == "ddpm":
         return ddpm_sample(denoise, diffusion.alpha_bar, shape, generator, return_trajectory)
@@ -162,16 +149,14 @@ REFINER_SEED_OFFSET = 7919               # the refiner's noise stream, apart fro
 def generate_images(autoencoder, diffusion: ConditionalDenoiseDiffusion, labels, seed: int = 0, steps: int = 50,
                     guidance: float = 6.0, batch_size: int = 1000, progress: bool = False,
                     return_latents: bool = False, sampler: str = "ddim", refiner=None, refiner_steps: int = 10,
-                    eta: float = 0.0, guidance_interval: tuple[float, float] | None = None,
-                    guide: ConditionalDenoiseDiffusion | None = None, rescale: float = 0.0):
+                    eta: float = 0.0, guidance_interval: tuple[float, float] | None = None):
     """uint8 images (N, 32, 32, 3) for class labels (N,) [and their raw latents (N, D)]: latents from the
     diffusion model, decoded, then (if a refiner is given) refined in `refiner_steps` DDIM steps.
 
     Batch i of `batch_size` is seeded with seed + i, so a run is reproducible.
     """
     latent_of = lambda y, batch_seed: sample_latents(diffusion, y, batch_seed, steps, guidance, sampler=sampler,
-                                                     eta=eta, guidance_interval=guidance_interval, guide=guide,
-                                                     rescale=rescale)
+                                                     eta=eta, guidance_interval=guidance_interval)
     return images_from_latents(autoencoder, diffusion, latent_of, labels, seed, batch_size, progress,
                                return_latents, refiner, refiner_steps, guidance)
 
