@@ -94,4 +94,3 @@ def test_guidance_interval_guides_only_inside_it():
     expected = torch.stack([cond[0], uncond[1] + 4 * (cond[1] - uncond[1]),
                             uncond[2] + 4 * (cond[2] - uncond[2]), cond[3]])
     torch.testing.assert_close(guided_denoiser(diffusion, y, 4.0, interval)(z, t), expected, atol=1e-5, rtol=1e-5)
-
