@@ -36,6 +36,7 @@ VARIANTS = {                                     # name: SampleConfig fields
     "ddim50_g9_interval0.5_10": {"guidance": 9.0, "guidance_interval": (0.5, 10.0)},
     "ddim50_g3": {"guidance": 3.0},
     "ddim50_g9": {"guidance": 9.0},
+    "ddim50_g12": {"guidance": 12.0},
     "ddim200_g6": {"steps": 200},
     "ddpm_g6": {"sampler": "ddpm"},
 }
