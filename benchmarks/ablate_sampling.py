@@ -76,7 +76,7 @@ for name in names:
     row = score_samples(images, labels, judge, fid)
     row.update(variant=name, **fields, refiner=not args.no_refiner, floor_fid=floor if same_n else None,
                prior_gap=row["fid"] - floor if same_n and floor is not None else None)
-    path.write_text(json.dumps(row, indent=2, default=list) + "\n")
+    path.write_text(json.dumps(row, indent=2) + "\n")
     print(f"{name}: FID {row['fid']:.2f}", flush=True)
 
 print(f"\n| variant (N = {args.n}{', raw' if args.no_refiner else ', refined'}) | FID | gap | KID | precision / recall "
