@@ -304,7 +304,7 @@ IMG2IMG_HELP = """Turn pictures into the target class through the latent (SDEdit
 encode, noise the standardised latent to the step that --strength selects on the sampling schedule,
 run the remaining int(steps * strength) steps toward --class with guidance, decode and refine.
 Strength 0 gives the reconstruction, 1 a new sample from the same seed. For cat <-> dog the project
-recommends 0.5: on pretrained/ the independent judge calls 37% / 51% / 64% / 77% of the results the
+recommends 0.5: on pretrained/ at guidance 6 the independent judge calls 37% / 51% / 64% / 77% of the results the
 target class at strength 0 / 0.3 / 0.5 / 0.7, while PSNR to the source falls 23.1 / 19.3 / 16.3 / 13.4
 dB; 0.5 is the first where most results are the target class and layout and colours are still the
 picture's; 0.7 changes the class more surely and keeps less (docs/experiments.md, session 17)."""

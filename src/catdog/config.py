@@ -115,7 +115,7 @@ class SampleConfig:
     """How to draw samples from a trained run: not part of any checkpoint."""
     sampler: str = "ddim"                    # ddim: deterministic, `steps` steps; ddpm: all n_steps, ancestral
     steps: int = 50                          # DDIM steps (ddpm always runs the model's n_steps)
-    guidance: float = 6.0                    # classifier-free guidance scale w; 1 = plain conditional
+    guidance: float = 9.0                    # classifier-free guidance scale w; 1 = plain conditional
     seed: int = 0
     refiner: bool = True                     # use the run's refiner if it has one
     refiner_steps: int = 10                  # DDIM steps of the refiner

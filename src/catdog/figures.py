@@ -50,7 +50,7 @@ def frame_labels(steps: int) -> list[str]:
 
 
 def describe(sample: SampleConfig, n_steps: int) -> str:
-    """'DDIM 50 steps, guidance 6.0' (or 'DDPM 1000 steps, ...')."""
+    """'DDIM 50 steps, guidance 9.0' (or 'DDPM 1000 steps, ...')."""
     steps = n_steps if sample.sampler == "ddpm" else sample.steps
     return f"{sample.sampler.upper()} {steps} steps, guidance {sample.guidance}"
 

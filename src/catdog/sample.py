@@ -147,7 +147,7 @@ REFINER_SEED_OFFSET = 7919               # the refiner's noise stream, apart fro
 
 
 def generate_images(autoencoder, diffusion: ConditionalDenoiseDiffusion, labels, seed: int = 0, steps: int = 50,
-                    guidance: float = 6.0, batch_size: int = 1000, progress: bool = False,
+                    guidance: float = 9.0, batch_size: int = 1000, progress: bool = False,
                     return_latents: bool = False, sampler: str = "ddim", refiner=None, refiner_steps: int = 10,
                     eta: float = 0.0, guidance_interval: tuple[float, float] | None = None):
     """uint8 images (N, 32, 32, 3) for class labels (N,) [and their raw latents (N, D)]: latents from the
