@@ -39,8 +39,8 @@ def test_two_processes_match_one(tmp_path):
         b, _, _ = load_weights(tmp_path / "two" / name)
         for k in a:
             # summation order differs between 1 and 2 processes and between CPUs' kernels (the adversarial
-            # decoder stage amplifies it), so the error is relative per tensor, not per element, where a near-zero weight fails on float noise alone; a wrong gradient average or
-            # shard is off by O(1)
+            # decoder stage amplifies it), so the error is relative per tensor, not per element, where a
+            # near-zero weight fails on float noise alone; a wrong gradient average or shard is off by O(1)
             error = ((b[k].double() - a[k].double()).norm() / a[k].double().norm().clamp_min(1e-6)).item()
             assert error < 5e-3, f"{name} {k}: relative error {error:.2e}"
     assert (tmp_path / "two" / "figures" / "samples.png").exists()
