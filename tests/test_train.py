@@ -87,3 +87,45 @@ def test_a_run_trains_its_prior_on_shifted_latents_too(tmp_path, small_data):
     assert load_weights(paths.diffusion)[1]["diffusion"]["diffusion_shift_px"] == 1
     rows = [json.loads(line) for line in paths.metrics.read_text().splitlines()]
     assert all("val_loss" in r for r in rows if r["stage"] == "diffusion")
+
+
+def _train_prior(config, tmp_path, name):
+    from catdog.train import train_diffusion
+    z, y = torch.randn(96, 16, generator=torch.Generator().manual_seed(0)), torch.arange(96) % 2
+    return train_diffusion(config, z, y, tmp_path / f"{name}.pt", tmp_path / f"{name}.jsonl", torch.device("cpu"))
+
+
+def test_prior_dropout_is_active_in_training_off_in_eval_and_resumes_exactly(tmp_path, monkeypatch):
+    """`--unet-dropout`: a network in train mode gives different outputs on two calls, in eval mode the
+    same; training with it changes the weights; a run stopped after its checkpoint at step 20 and
+    resumed ends with the weights of the uninterrupted run (the masks are a function of the step)."""
+    from catdog.diffusion import build_diffusion
+    from catdog.training_loop import TrainingLoop
+    config = override(PRESETS["tiny"], {"unet_dropout": 0.3, "diffusion_train_steps": 40, "checkpoint_every_steps": 10})
+    net = build_diffusion(16, config.diffusion).model
+    torch.nn.init.normal_(net.output.weight)                     # the zero-initialised output would hide dropout
+    for block in net.modules():
+        if hasattr(block, "modulation"):
+            torch.nn.init.normal_(block.modulation.bias)
+    z, t, y = torch.randn(8, 16), torch.full((8,), 10), torch.zeros(8, dtype=torch.long)
+    assert not torch.equal(net.train()(z, t, y), net(z, t, y))
+    assert torch.equal(net.eval()(z, t, y), net(z, t, y))
+
+    whole = _train_prior(config, tmp_path, "whole")
+    plain = _train_prior(override(config, {"unet_dropout": 0.0}), tmp_path, "plain")
+    assert any(not torch.equal(a, b) for a, b in zip(whole.parameters(), plain.parameters()))
+
+    class Stop(Exception):
+        pass
+    end_step = TrainingLoop.end_step
+
+    def stop_after_25(self, step, *args):
+        end_step(self, step, *args)
+        if step + 1 == 25:
+            raise Stop
+    monkeypatch.setattr(TrainingLoop, "end_step", stop_after_25)
+    with pytest.raises(Stop):
+        _train_prior(config, tmp_path, "cut")
+    monkeypatch.undo()
+    resumed = _train_prior(config, tmp_path, "cut")
+    assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), resumed.parameters()))

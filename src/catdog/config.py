@@ -44,6 +44,7 @@ class DiffusionConfig:
     n_steps: int = 1000                      # discrete diffusion steps t = 0..n_steps-1
     unet_widths: tuple[int, ...] = (384, 192)  # MLP widths per U level, outermost first
     unet_blocks: int = 2                     # residual blocks per level (each side of the U)
+    unet_dropout: float = 0.0                # dropout inside each residual block's MLP (a regulariser)
     emb_dim: int = 128                       # time + class embedding width
     label_dropout: float = 0.1               # P(y -> null class): classifier-free guidance
     diffusion_train_steps: int = 4000
@@ -319,8 +320,9 @@ def validate(config: Config) -> None:
         raise UserError(f"--refiner-crop-px must be 8, 16, 24 or 32, got {ref.refiner_crop_px}")
     if not 0 <= dif.diffusion_shift_px <= 4:
         raise UserError(f"--diffusion-shift-px must be in 0..4, got {dif.diffusion_shift_px}")
-    if not 0.0 <= dif.label_dropout < 1.0:
-        raise UserError(f"--label-dropout must be in [0, 1), got {dif.label_dropout}")
+    for name in ("label_dropout", "unet_dropout"):
+        if not 0.0 <= getattr(dif, name) < 1.0:
+            raise UserError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(dif, name)}")
 
 
 def validate_sampling(sample: SampleConfig, n_steps: int) -> None:
