@@ -29,16 +29,16 @@ from catdog.evaluate import FidScorer, score_samples  # noqa: E402
 from catdog.judge import load_judge  # noqa: E402
 from catdog.run_dir import load_run  # noqa: E402
 
-VARIANTS = {                                     # name: SampleConfig fields
-    "ddim50_g6": {},
-    "ddim50_g6_eta1": {"eta": 1.0},
-    "ddim50_g6_interval0.5_10": {"guidance_interval": (0.5, 10.0)},
+VARIANTS = {                                     # name: SampleConfig fields (guidance always named: defaults move)
+    "ddim50_g6": {"guidance": 6.0},
+    "ddim50_g6_eta1": {"guidance": 6.0, "eta": 1.0},
+    "ddim50_g6_interval0.5_10": {"guidance": 6.0, "guidance_interval": (0.5, 10.0)},
     "ddim50_g9_interval0.5_10": {"guidance": 9.0, "guidance_interval": (0.5, 10.0)},
     "ddim50_g3": {"guidance": 3.0},
     "ddim50_g9": {"guidance": 9.0},
     "ddim50_g12": {"guidance": 12.0},
-    "ddim200_g6": {"steps": 200},
-    "ddpm_g6": {"sampler": "ddpm"},
+    "ddim200_g6": {"guidance": 6.0, "steps": 200},
+    "ddpm_g6": {"guidance": 6.0, "sampler": "ddpm"},
 }
 
 parser = argparse.ArgumentParser()
