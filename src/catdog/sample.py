@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from catdog.config import SampleConfig
 from catdog.data import NULL_CLASS, to_uint8
 from catdog.diffusion import ConditionalDenoiseDiffusion
 from catdog.errors import UserError
@@ -146,10 +147,14 @@ def sample_latents(diffusion: ConditionalDenoiseDiffusion, y: torch.Tensor, seed
 REFINER_SEED_OFFSET = 7919               # the refiner's noise stream, apart from the latent sampler's
 
 
-def generate_images(autoencoder, diffusion: ConditionalDenoiseDiffusion, labels, seed: int = 0, steps: int = 50,
-                    guidance: float = 9.0, batch_size: int = 1000, progress: bool = False,
-                    return_latents: bool = False, sampler: str = "ddim", refiner=None, refiner_steps: int = 10,
-                    eta: float = 0.0, guidance_interval: tuple[float, float] | None = None):
+DEFAULT = SampleConfig()                         # the one place sampling defaults live
+
+
+def generate_images(autoencoder, diffusion: ConditionalDenoiseDiffusion, labels, seed: int = DEFAULT.seed,
+                    steps: int = DEFAULT.steps, guidance: float = DEFAULT.guidance, batch_size: int = 1000,
+                    progress: bool = False, return_latents: bool = False, sampler: str = DEFAULT.sampler,
+                    refiner=None, refiner_steps: int = DEFAULT.refiner_steps, eta: float = DEFAULT.eta,
+                    guidance_interval: tuple[float, float] | None = DEFAULT.guidance_interval):
     """uint8 images (N, 32, 32, 3) for class labels (N,) [and their raw latents (N, D)]: latents from the
     diffusion model, decoded, then (if a refiner is given) refined in `refiner_steps` DDIM steps.
 
