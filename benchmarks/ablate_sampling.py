@@ -37,6 +37,7 @@ VARIANTS = {                                     # name: SampleConfig fields (gu
     "ddim50_g3": {"guidance": 3.0},
     "ddim50_g9": {"guidance": 9.0},
     "ddim50_g12": {"guidance": 12.0},
+    "ddim50_g9_refiner20": {"guidance": 9.0, "refiner_steps": 20},   # its floor is the 10-step refiner's
     "ddim200_g6": {"guidance": 6.0, "steps": 200},
     "ddpm_g6": {"guidance": 6.0, "sampler": "ddpm"},
 }
