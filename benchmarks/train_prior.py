@@ -34,7 +34,6 @@ parser.add_argument("--diffusion-warmup-steps", type=int, default=500)
 parser.add_argument("--ema-halflife-steps", type=int, default=2000)
 parser.add_argument("--unet-widths", default="320,160")
 parser.add_argument("--unet-blocks", type=int, default=2)
-parser.add_argument("--unet-dropout", type=float, default=0.0)
 parser.add_argument("--min-snr-gamma", type=float, default=5.0)
 parser.add_argument("--label-dropout", type=float, default=0.1)
 parser.add_argument("--checkpoint-every-steps", type=int, default=2000)
@@ -58,7 +57,7 @@ autoencoder, config = load_autoencoder(paths.root, device)
 config = override(config, {
     "diffusion_train_steps": args.diffusion_train_steps, "diffusion_batch_size": args.diffusion_batch_size,
     "diffusion_lr": args.diffusion_lr, "diffusion_warmup_steps": args.diffusion_warmup_steps,
-    "ema_halflife_steps": args.ema_halflife_steps, "unet_blocks": args.unet_blocks, "unet_dropout": args.unet_dropout,
+    "ema_halflife_steps": args.ema_halflife_steps, "unet_blocks": args.unet_blocks,
     "unet_widths": tuple(int(w) for w in args.unet_widths.split(",")), "min_snr_gamma": args.min_snr_gamma,
     "label_dropout": args.label_dropout, "diffusion_shift_px": args.diffusion_shift_px, "bf16": True, "compile": False,
     "checkpoint_every_steps": args.checkpoint_every_steps, "log_every_steps": args.log_every_steps})

@@ -132,7 +132,6 @@ BAD = [
     (["run", "--preset", "tiny", "--latent-dim", "0", "--run-dir", "{tmp}/r"], "latent-dim"),
     (["run", "--preset", "tiny", "--ae-channels", "8,16", "--run-dir", "{tmp}/r"], "--ae-channels"),
     (["run", "--preset", "tiny", "--cls-weight", "-1", "--run-dir", "{tmp}/r"], "--cls-weight"),
-    (["run", "--preset", "tiny", "--unet-dropout", "1", "--run-dir", "{tmp}/r"], "--unet-dropout must be in"),
     (["run", "--preset", "tiny", "--ssim-weight", "0.1", "--run-dir", "{tmp}/r"], "unrecognized"),
     (["sample", "--run-dir", "{run}", "--class", "dog", "--sampler", "ddpm", "--steps", "10", "--out", "{tmp}/x.png"],
      "--sampler ddpm"),

@@ -41,5 +41,8 @@ def test_weight_files_of_earlier_versions_load_and_retired_options_are_refused()
     assert config_from_dict({**stored, "ae": {**stored["ae"], "ssim_weight": 0.0, "ae_translate_px": 0}}) == config
     with pytest.raises(UserError, match="ssim_weight"):
         config_from_dict({**stored, "ae": {**stored["ae"], "ssim_weight": 0.1}})
+    assert config_from_dict({**stored, "diffusion": {**stored["diffusion"], "unet_dropout": 0.0}}) == config
+    with pytest.raises(UserError, match="unet_dropout, an option removed after commit fc0d0a7"):
+        config_from_dict({**stored, "diffusion": {**stored["diffusion"], "unet_dropout": 0.1}})
     with pytest.raises(UserError, match="unknown config field"):
         config_from_dict({**stored, "ae": {**stored["ae"], "no_such_field": 1}})

@@ -44,7 +44,6 @@ class DiffusionConfig:
     n_steps: int = 1000                      # discrete diffusion steps t = 0..n_steps-1
     unet_widths: tuple[int, ...] = (384, 192)  # MLP widths per U level, outermost first
     unet_blocks: int = 2                     # residual blocks per level (each side of the U)
-    unet_dropout: float = 0.0                # dropout inside each residual block's MLP (a regulariser)
     emb_dim: int = 128                       # time + class embedding width
     label_dropout: float = 0.1               # P(y -> null class): classifier-free guidance
     diffusion_train_steps: int = 4000
@@ -171,10 +170,12 @@ _PART_CLASSES = {"ae": AutoencoderConfig, "diffusion": DiffusionConfig, "run": R
                  "refiner": RefinerConfig, "decoder": DecoderConfig}
 
 # Fields that weight files written by earlier versions carry. Sampling settings moved to SampleConfig;
-# the options that lost their ablations (docs/experiments.md) are accepted only at their "off" value.
+# the options that lost their ablations (docs/experiments.md) are accepted only at their "off" value,
+# each with the last commit that had it.
 _RETIRED_ANY = {"run": ("sample_steps", "guidance", "figure_samples_per_class", "n_eval_latents",
                         "compile_mode")}
-_RETIRED_OFF = {"ae": {"ssim_weight": 0.0, "ae_translate_px": 0}}
+_RETIRED_OFF = {"ae": {"ssim_weight": (0.0, "9fb6fcb"), "ae_translate_px": (0, "9fb6fcb")},
+                "diffusion": {"unet_dropout": (0.0, "fc0d0a7")}}
 
 
 def config_to_dict(config: Config) -> dict:
@@ -197,10 +198,10 @@ def config_from_dict(d: dict) -> Config:
         given = dict(given)
         for name in _RETIRED_ANY.get(section, ()):
             given.pop(name, None)
-        for name, off in _RETIRED_OFF.get(section, {}).items():
+        for name, (off, commit) in _RETIRED_OFF.get(section, {}).items():
             if name in given and given.pop(name) != off:
                 raise UserError(f"this model was trained with {name}, an option removed after commit "
-                                "9fb6fcb; use that commit to load it")
+                                f"{commit}; use that commit to load it")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(given) - known
         if unknown:
@@ -320,9 +321,8 @@ def validate(config: Config) -> None:
         raise UserError(f"--refiner-crop-px must be 8, 16, 24 or 32, got {ref.refiner_crop_px}")
     if not 0 <= dif.diffusion_shift_px <= 4:
         raise UserError(f"--diffusion-shift-px must be in 0..4, got {dif.diffusion_shift_px}")
-    for name in ("label_dropout", "unet_dropout"):
-        if not 0.0 <= getattr(dif, name) < 1.0:
-            raise UserError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(dif, name)}")
+    if not 0.0 <= dif.label_dropout < 1.0:
+        raise UserError(f"--label-dropout must be in [0, 1), got {dif.label_dropout}")
 
 
 def validate_sampling(sample: SampleConfig, n_steps: int) -> None:

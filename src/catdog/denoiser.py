@@ -52,26 +52,25 @@ class ClassEmbedding(nn.Module):
 class ResidualBlock(nn.Module):
     """h + gate * MLP(adaLN(h)): LayerNorm modulated by the condition (scale, shift, gate)."""
 
-    def __init__(self, width: int, emb_dim: int, mlp_ratio: int = 2, dropout: float = 0.0):
+    def __init__(self, width: int, emb_dim: int, mlp_ratio: int = 2):
         super().__init__()
         self.norm = nn.LayerNorm(width, elementwise_affine=False)
         self.mlp = nn.Sequential(nn.Linear(width, width * mlp_ratio), nn.SiLU(),
                                  nn.Linear(width * mlp_ratio, width))
-        self.dropout = nn.Dropout(dropout)                              # on the residual branch, as Transformers do
         self.modulation = nn.Linear(emb_dim, 3 * width)
         nn.init.zeros_(self.modulation.weight)                          # adaLN-Zero: starts as identity
         nn.init.zeros_(self.modulation.bias)
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         scale, shift, gate = self.modulation(emb).chunk(3, dim=1)
-        return h + gate * self.dropout(self.mlp(self.norm(h) * (1 + scale) + shift))
+        return h + gate * self.mlp(self.norm(h) * (1 + scale) + shift)
 
 
 class ConditionalUNet(nn.Module):
     """(z_t (B, D), t (B,), y (B,)) -> v (B, D); U-shaped residual MLP with long skips."""
 
     def __init__(self, latent_dim: int, widths: tuple[int, ...] = (512, 256), blocks_per_level: int = 2,
-                 emb_dim: int = 256, dropout: float = 0.0):
+                 emb_dim: int = 256):
         super().__init__()
         self.time_embedding = TimeEmbedding(emb_dim)
         self.class_embedding = ClassEmbedding(emb_dim)
@@ -80,14 +79,14 @@ class ConditionalUNet(nn.Module):
         n = blocks_per_level
         # down path: level l runs at widths[l]; a Linear narrows between levels
         self.down_blocks = nn.ModuleList(
-            nn.ModuleList(ResidualBlock(w, emb_dim, dropout=dropout) for _ in range(n)) for w in widths)
+            nn.ModuleList(ResidualBlock(w, emb_dim) for _ in range(n)) for w in widths)
         self.narrow = nn.ModuleList(nn.Linear(widths[l], widths[l + 1]) for l in range(len(widths) - 1))
-        self.middle = ResidualBlock(widths[-1], emb_dim, dropout=dropout)
+        self.middle = ResidualBlock(widths[-1], emb_dim)
         # up path: each block first merges its skip (concat -> Linear), then a residual block
         self.merge = nn.ModuleList(
             nn.ModuleList(nn.Linear(2 * w, w) for _ in range(n)) for w in widths)
         self.up_blocks = nn.ModuleList(
-            nn.ModuleList(ResidualBlock(w, emb_dim, dropout=dropout) for _ in range(n)) for w in widths)
+            nn.ModuleList(ResidualBlock(w, emb_dim) for _ in range(n)) for w in widths)
         self.widen = nn.ModuleList(nn.Linear(widths[l + 1], widths[l]) for l in range(len(widths) - 1))
         self.out_norm = nn.LayerNorm(widths[0])
         self.output = nn.Linear(widths[0], latent_dim)

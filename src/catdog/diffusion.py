@@ -85,5 +85,5 @@ class ConditionalDenoiseDiffusion(nn.Module):
 
 def build_diffusion(latent_dim: int, cfg) -> ConditionalDenoiseDiffusion:
     """The diffusion model for a DiffusionConfig."""
-    unet = ConditionalUNet(latent_dim, cfg.unet_widths, cfg.unet_blocks, cfg.emb_dim, cfg.unet_dropout)
+    unet = ConditionalUNet(latent_dim, cfg.unet_widths, cfg.unet_blocks, cfg.emb_dim)
     return ConditionalDenoiseDiffusion(unet, cfg.n_steps, cfg.label_dropout, cfg.min_snr_gamma)

@@ -105,8 +105,6 @@ def train_diffusion(config: Config, z_all: torch.Tensor, y_all: torch.Tensor, st
         idx = batch_indices(len(z_all), cfg.diffusion_batch_size, step, run.seed)
         t, noise, drop = diffusion.draw(len(idx), z_all.shape[1], generator)
         idx, t, noise, drop = (v[shard].to(device) for v in (idx, t, noise, drop))
-        if cfg.unet_dropout:                   # dropout masks a function of (seed, step, rank): exact resume
-            torch.manual_seed((run.seed * 1_000_003 + step) * 4096 + world.rank)
         # 2. loss and update
         with autocast(device, run.bf16):
             loss = step_loss(z_all[idx], y_all[idx], t, noise, drop)
