@@ -254,14 +254,18 @@ def test_ctrl_c_exits_cleanly_at_any_moment_and_exposure_is_warned(run_copy):
     printed) and while serving: exit 130, no traceback, no abort. --host 0.0.0.0 says it exposes the page."""
     for moment in ("loading", "indexing", "serving"):
         process = demo_process(run_copy, "--host", "0.0.0.0")
-        if moment == "loading":
-            time.sleep(1.0)
+        if moment == "loading":          # catdog's first line, not a guessed delay that a loaded CPU outlasts
+            assert "loading" in process.stderr.readline()
         else:
             assert "open http://" in process.stdout.readline()
             if moment == "serving":
                 time.sleep(3.0)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
-        assert process.returncode == 130 and "Traceback" not in err and "Abort" not in err, (moment, err)
+        # 130, or death by SIGINT itself (Python re-raises it at exit once an interrupt passed through C
+        # code); a shell reports both as 130
+        assert process.returncode in (130, -signal.SIGINT) and "Traceback" not in err and "Abort" not in err, \
+            (moment, err)
+        assert "catdog: interrupted" in err or "catdog demo: stopped" in err, (moment, err)
         if moment != "loading":
             assert "warning: listening on every interface" in err

@@ -526,6 +526,7 @@ def cmd_demo(args) -> int:
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
     run_dir = args.run_dir if args.run_dir is not None else default_demo_run()
+    print(f"catdog demo: loading {run_dir} ...", file=sys.stderr, flush=True)     # seconds on a CPU
     demo = Demo(run_dir, pick_device(args.device), args.data)
     try:
         server = DemoServer(demo, args.host, args.port)
