@@ -53,6 +53,10 @@ class DiffusionConfig:
     diffusion_weight_decay: float = 0.0
     ema_halflife_steps: int = 300
     min_snr_gamma: float = 5.0               # Min-SNR loss weighting (Hang et al. 2023); 0 = off
+    # how gamma weights the v-MSE: "min_snr" min(SNR, gamma) / (SNR + 1) (Hang et al.), whose weight on the
+    # clean-latent error vanishes at high noise; "truncated_v" min(1, gamma / (SNR + 1)), which keeps it >= 1
+    # there (where the 128-d prior decides the class) and truncates only the low-noise end
+    loss_weighting: str = "min_snr"
     # the prior memorises 10,000 images' latents within a few thousand steps; it also trains on the latents
     # of the training images (and mirrors) shifted by up to this many pixels: more distinct latents
     diffusion_shift_px: int = 0
@@ -108,6 +112,7 @@ class Config:
 
 
 SAMPLERS = ("ddim", "ddpm")
+LOSS_WEIGHTINGS = ("min_snr", "truncated_v")
 
 
 @dataclass(frozen=True)
@@ -319,6 +324,8 @@ def validate(config: Config) -> None:
                                 f"{norm_groups(width)} GroupNorm groups; use a multiple of {norm_groups(width)}")
     if ref.refiner_crop_px not in (8, 16, 24, 32):
         raise UserError(f"--refiner-crop-px must be 8, 16, 24 or 32, got {ref.refiner_crop_px}")
+    if dif.loss_weighting not in LOSS_WEIGHTINGS:
+        raise UserError(f"--loss-weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {dif.loss_weighting!r}")
     if not 0 <= dif.diffusion_shift_px <= 4:
         raise UserError(f"--diffusion-shift-px must be in 0..4, got {dif.diffusion_shift_px}")
     if not 0.0 <= dif.label_dropout < 1.0:
