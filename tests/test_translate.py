@@ -74,8 +74,11 @@ def test_denoiser_calls_are_int_steps_times_strength(run, cats, monkeypatch, sam
 def test_interpolation_between_seeds_ends_at_each_seeds_sample(run):
     frames = run.interpolate((3, 8), (0, 1), 5, SAMPLE)
     assert frames.shape == (5, 32, 32, 3)
-    np.testing.assert_array_equal(frames[0], run.generate([0], replace(SAMPLE, seed=3))[0])
-    np.testing.assert_array_equal(frames[-1], run.generate([1], replace(SAMPLE, seed=8))[0])
+    # one batch of 5 against a batch of 1: matrix products may round differently (one uint8 level, rarely)
+    for frame, alone in ((frames[0], run.generate([0], replace(SAMPLE, seed=3))[0]),
+                         (frames[-1], run.generate([1], replace(SAMPLE, seed=8))[0])):
+        differ = frame.astype(int) != alone
+        assert np.abs(frame.astype(int) - alone).max() <= 1 and differ.mean() < 0.005, differ.mean()
     assert len({f.tobytes() for f in frames}) == 5                      # every frame is new
 
 

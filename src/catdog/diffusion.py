@@ -62,7 +62,7 @@ class ConditionalDenoiseDiffusion(nn.Module):
 
     def loss(self, z0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
              drop: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
-        """Min-SNR-weighted MSE on v for clean z0 (B, ...), classes y (B,), inputs from `draw`, and any
+        """Weighted MSE on v (`weighted`) for clean z0 (B, ...), classes y (B,), inputs from `draw`, and any
         extra conditioning `cond` the network takes after y."""
         # 1. label dropout to the null class (classifier-free guidance)
         y = torch.where(drop, torch.full_like(y, NULL_CLASS), y)
@@ -74,16 +74,20 @@ class ConditionalDenoiseDiffusion(nn.Module):
         # is min(SNR, gamma) / (SNR + 1), which gives the clean-latent error a weight -> 0 at high noise;
         # truncated_v is min(1, gamma / (SNR + 1)): plain v-MSE, cut only where SNR + 1 > gamma
         per_example = (self.model(z_t, t, y, *cond) - v_target).pow(2).flatten(1).mean(dim=1)
-        return (per_example * self.loss_weights(t)).mean()
+        return self.weighted(per_example, t).mean()
+
+    def weighted(self, per_example: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-example v-MSE (B,) at steps t (B,) times its loss weight."""
+        if self.min_snr_gamma <= 0:
+            return per_example
+        snr = self.alpha_bar[t] / (1 - self.alpha_bar[t])
+        if self.loss_weighting == "truncated_v":
+            return per_example * (self.min_snr_gamma / (snr + 1)).clamp(max=1)
+        return per_example * snr.clamp(max=self.min_snr_gamma) / (snr + 1)
 
     def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
-        """The per-example weight of the v-MSE at steps t (B,)."""
-        snr = (self.alpha_bar[t] / (1 - self.alpha_bar[t])).float()
-        if self.min_snr_gamma <= 0:
-            return torch.ones_like(snr)
-        if self.loss_weighting == "truncated_v":
-            return (self.min_snr_gamma / (snr + 1)).clamp(max=1)
-        return snr.clamp(max=self.min_snr_gamma) / (snr + 1)
+        """The loss weight of the v-MSE at steps t (B,)."""
+        return self.weighted(torch.ones(len(t)), t)
 
     def denoise(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
         """The predicted clean `denoised` from z_t: sqrt(ab) z_t - sqrt(1 - ab) v."""
