@@ -5,8 +5,9 @@ t = 0..n_steps-1, with the cosine schedule of Nichol & Dhariwal 2021 (eq. 17, be
 The network predicts v = sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) z_0 (Salimans & Ho 2022), which
 stays well scaled at both ends of the schedule; the loss is MSE on v with Min-SNR-gamma weighting
 (Hang et al. 2023), or with that weighting truncated only at low noise (`truncated_v`, see `loss`).
-Labels are dropped to the null class with probability `label_dropout` so that one network gives both the conditional and the unconditional prediction. The same formulation serves
-the pixel-space refiner (refiner.py): any tensor shape, and extra conditioning passed to the network.
+Labels are dropped to the null class with probability `label_dropout` so that one network gives both
+the conditional and the unconditional prediction. The same formulation serves the pixel-space refiner
+(refiner.py): any tensor shape, and extra conditioning passed to the network.
 """
 
 from __future__ import annotations
