@@ -8,8 +8,8 @@ possible conditional prediction is the class mean of the training latents, whose
 `class mean`; a network above it there has learnt to read noise that carries no information, and
 classifier-free guidance multiplies that by (guidance - 1). `spread` is the RMS over inputs of the
 guidance direction cond - uncond about its class's mean (per dimension), which the exact answer makes 0
-at pure noise. First line: the held-out loss (`val_loss` of training) under each loss weighting, so that priors trained
-with different weightings compare on both.
+at pure noise. First line: the held-out loss (`val_loss` of training) under each loss weighting, so
+that priors trained with different weightings compare on both.
 """
 
 import sys
