@@ -57,6 +57,10 @@ class DiffusionConfig:
     # clean-latent error vanishes at high noise; "truncated_v" min(1, gamma / (SNR + 1)), which keeps it >= 1
     # there (where the 128-d prior decides the class) and truncates only the low-noise end
     loss_weighting: str = "min_snr"
+    # self-conditioning (Chen et al. 2022): the network also sees its previous clean prediction, so each
+    # sampling step refines an estimate instead of starting from z_t alone; half the training rows need an
+    # extra forward pass
+    self_condition: bool = False
     # the prior memorises 10,000 images' latents within a few thousand steps; it also trains on the latents
     # of the training images (and mirrors) shifted by up to this many pixels: more distinct latents
     diffusion_shift_px: int = 0
