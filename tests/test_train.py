@@ -77,6 +77,33 @@ def test_the_prior_s_shifted_latents_are_the_encoder_s_latents_of_shifted_images
     torch.testing.assert_close(latents[k * n + i], autoencoder.encode_images(moved[None])[0])
 
 
+def test_shifted_latents_are_cached_by_autoencoder_file_and_data(tiny_run, small_data, tmp_path, monkeypatch):
+    """The second request reads the cache (encoding would fail now) and gives the same tensors; another
+    autoencoder file or shift is another entry."""
+    import shutil
+    from catdog import run_dir
+    from catdog.lineage import data_digest
+    monkeypatch.setenv("CATDOG_CACHE", str(tmp_path / "cache"))
+    run = run_dir.load_run(tiny_run.root)
+    digest = data_digest(small_data)
+    first = run_dir.cached_shifted(run.paths, run.autoencoder, small_data, digest, 1, True)
+    encoded = run_dir.encode_shifted
+    monkeypatch.setattr(run_dir, "encode_shifted", lambda *a: (_ for _ in ()).throw(AssertionError("encoded again")))
+    again = run_dir.cached_shifted(run.paths, run.autoencoder, small_data, digest, 1, True)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert torch.equal(first[0], encoded(run.autoencoder, small_data, 1, True)[0])
+    other = run_dir.RunPaths(tmp_path / "other")
+    other.root.mkdir()
+    shutil.copy(run.paths.autoencoder, other.autoencoder)
+    with open(other.autoencoder, "ab") as f:                         # another file: another digest
+        f.write(b" ")
+    with pytest.raises(AssertionError, match="encoded again"):
+        run_dir.cached_shifted(other, run.autoencoder, small_data, digest, 1, True)
+    with pytest.raises(AssertionError, match="encoded again"):
+        run_dir.cached_shifted(run.paths, run.autoencoder, small_data, digest, 2, True)
+    assert len(list((tmp_path / "cache" / "latents").iterdir())) == 1
+
+
 def test_a_run_trains_its_prior_on_shifted_latents_too(tmp_path, small_data):
     """`--diffusion-shift-px 1` on the tiny preset: the diffusion stage trains (and logs its held-out
     loss) and its weights record the setting."""

@@ -32,7 +32,7 @@ from catdog.distributed import current_world
 from catdog.errors import UserError
 from catdog.figures import write_all_figures
 from catdog.lineage import SHAPED_BY, check_artifact, data_digest, made_from
-from catdog.run_dir import (RunPaths, check_writable_run, encode_dataset, encode_shifted, is_export,
+from catdog.run_dir import (RunPaths, cached_shifted, check_writable_run, encode_dataset, is_export,
                             load_autoencoder, locked, read_latents, remove_owned, write_latents)
 from catdog.train import train_autoencoder, train_decoder, train_diffusion, train_refiner
 
@@ -130,9 +130,13 @@ def build_diffusion(job: Job) -> None:
     normalize = lambda raw: job.products["autoencoder"].normalize(raw.to(job.device)).cpu()
     train_latents, train_labels = latents["train_latents"], latents["train_labels"]
     if job.config.diffusion.diffusion_shift_px:
-        say(f"[diffusion] encoding the training images shifted by up to {job.config.diffusion.diffusion_shift_px} px")
-        shifted = encode_shifted(job.products["autoencoder"], job.data, job.config.diffusion.diffusion_shift_px,
-                                 job.config.ae.hflip)
+        say(f"[diffusion] the training images shifted by up to {job.config.diffusion.diffusion_shift_px} px: "
+            "their latents (encoded once per autoencoder, then cached)")
+        encode = lambda: cached_shifted(job.paths, job.products["autoencoder"], job.data, job.data_sha256,
+                                        job.config.diffusion.diffusion_shift_px, job.config.ae.hflip)
+        shifted = encode() if current_world().is_main else None  # one rank encodes into the cache
+        current_world().barrier()
+        shifted = shifted or encode()
         train_latents, train_labels = torch.cat([train_latents, shifted[0]]), torch.cat([train_labels, shifted[1]])
     ema = train_diffusion(job.config, normalize(train_latents), train_labels.long(),
                           job.paths.diffusion_state, job.paths.metrics, job.device,

@@ -40,7 +40,7 @@ import torch
 from catdog.autoencoder import Decoder, SimpleAutoencoder
 from catdog.checkpoint import load_into, load_weights, read_metadata, save_weights
 from catdog.config import Config, SampleConfig, config_from_dict
-from catdog.data import create_cat_dog_dataset, to_uint8
+from catdog.data import cache_dir, create_cat_dog_dataset, to_uint8
 from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
 from catdog.errors import UserError
 from catdog.lineage import check_artifact, check_run, file_digest
@@ -340,6 +340,24 @@ def encode_shifted(autoencoder: SimpleAutoencoder, data, px: int, hflip: bool) -
     latents = [autoencoder.encode_images(np.ascontiguousarray(padded[:, px + dy:px + dy + 32, px + dx:px + dx + 32]))
                for dy in range(-px, px + 1) for dx in range(-px, px + 1) if dx or dy]
     return torch.cat(latents), torch.as_tensor(labels).repeat(len(latents))
+
+
+def cached_shifted(paths: RunPaths, autoencoder: SimpleAutoencoder, data, data_sha256: str, px: int, hflip: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`encode_shifted` for the run's autoencoder file, kept in the user cache (cache_dir()/latents, named by
+    that file's digest, the data's, px and hflip): a resumed or retrained prior on the same autoencoder
+    skips the encoding, which is most of the stage's first half hour on two slow cores."""
+    made = {"autoencoder_sha256": file_digest(paths.autoencoder), "data_sha256": data_sha256,
+            "shift_px": str(px), "hflip": str(hflip)}
+    path = cache_dir() / "latents" / f"shifted_{made['autoencoder_sha256']}_{data_sha256}_{px}px_{int(hflip)}.safetensors"
+    if path.is_file():
+        tensors, _, meta = load_weights(path)
+        if all(meta.get(k) == v for k, v in made.items()):
+            return tensors["latents"], tensors["labels"]
+    latents, labels = encode_shifted(autoencoder, data, px, hflip)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(path, {"latents": latents, "labels": labels}, {}, **made)
+    return latents, labels
 
 
 def read_latents(paths: RunPaths, data_sha256: str | None = None) -> dict[str, torch.Tensor] | None:
