@@ -1,6 +1,7 @@
 """Speed benchmark: training throughput of both stages and sampling throughput per step count.
 
     python benchmarks/bench_speed.py [--preset cpu] [--device cpu] [--repeats 5]
+    python benchmarks/bench_speed.py --config pretrained/config.json --only diffusion --set self_condition=true
 
 Warmed up, repeated, median (and min/max) reported with the machine, torch version and commit
 (airbench style). Uses random inputs of the real shapes, so no trained run is needed.
@@ -9,6 +10,7 @@ Warmed up, repeated, median (and min/max) reported with the machine, torch versi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -23,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from catdog.autoencoder import SimpleAutoencoder  # noqa: E402
-from catdog.config import PRESETS, override  # noqa: E402
+from catdog.config import PRESETS, config_from_dict, override  # noqa: E402
 from catdog.diffusion import build_diffusion  # noqa: E402
 from catdog.device import pick_device  # noqa: E402
 from catdog.sample import sample_latents  # noqa: E402
@@ -59,17 +61,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps-per-repeat", type=int, default=5)
     parser.add_argument("--no-bf16", action="store_true", help="float32 training steps (as --no-bf16)")
+    parser.add_argument("--config", type=Path, default=None, help="a run's config.json instead of --preset")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                        help="override a config field, e.g. unet_widths=[512,256] (repeatable)")
+    parser.add_argument("--only", choices=("autoencoder", "diffusion"), default=None,
+                        help="time one stage's training steps and nothing else")
     args = parser.parse_args()
     device = pick_device(args.device)
-    config = override(PRESETS[args.preset], {"bf16": False}) if args.no_bf16 else PRESETS[args.preset]
+    config = config_from_dict(json.loads(args.config.read_text())) if args.config else PRESETS[args.preset]
+    changes = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
+    config = override(config, {**changes, **({"bf16": False} if args.no_bf16 else {})})
     ae_cfg, dif_cfg = config.ae, config.diffusion
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip() or "unknown"
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
     precision = "bf16 autocast" if uses_bf16(device, config.run.bf16) else "float32"
-    print(f"preset {args.preset} | device {device} ({machine}) | torch {torch.__version__} | commit {commit} "
-          f"| training in {precision}")
+    print(f"{args.config or 'preset ' + args.preset} {' '.join(args.set)} | device {device} ({machine}) "
+          f"| torch {torch.__version__} | commit {commit} | training in {precision}")
     torch.manual_seed(0)
 
     # 1. autoencoder training steps
@@ -85,8 +94,9 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    t = timed(ae_steps, device, 1, args.repeats)
-    print(summary(f"autoencoder train (batch {b})", t, b * args.steps_per_repeat, "img/s"))
+    if args.only != "diffusion":
+        t = timed(ae_steps, device, 1, args.repeats)
+        print(summary(f"autoencoder train (batch {b})", t, b * args.steps_per_repeat, "img/s"))
 
     # 2. diffusion training steps
     diffusion = build_diffusion(ae_cfg.latent_dim, dif_cfg).to(device)
@@ -102,8 +112,11 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    t = timed(diffusion_steps, device, 1, args.repeats)
-    print(summary(f"diffusion train (batch {b})", t, args.steps_per_repeat, "steps/s"))
+    if args.only != "autoencoder":
+        t = timed(diffusion_steps, device, 1, args.repeats)
+        print(summary(f"diffusion train (batch {b})", t, args.steps_per_repeat, "steps/s"))
+    if args.only:
+        return
 
     # 3. sampling latents (guidance 2: two network calls per step) and decoding them
     diffusion.eval()

@@ -1,6 +1,6 @@
 """Where along the noise levels a run's latent prior errs: a diagnostic that needs no evaluation network.
 
-    python benchmarks/prior_levels.py pretrained runs/prior_tv
+    python benchmarks/prior_levels.py pretrained runs/prior_sc
 
 Per step t, for the 2,000 held-out test latents (standardised) noised with fixed seeds: the clean-latent
 error (x0-MSE per dimension) of the conditional and the unconditional prediction. At pure noise the best
@@ -8,8 +8,7 @@ possible conditional prediction is the class mean of the training latents, whose
 `class mean`; a network above it there has learnt to read noise that carries no information, and
 classifier-free guidance multiplies that by (guidance - 1). `spread` is the RMS over inputs of the
 guidance direction cond - uncond about its class's mean (per dimension), which the exact answer makes 0
-at pure noise. First line: the held-out loss (`val_loss` of training) under each loss weighting, so
-that priors trained with different weightings compare on both.
+at pure noise. First line: the held-out loss (`val_loss` of training) and the class mean's error.
 """
 
 import sys
@@ -20,7 +19,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from catdog.data import NULL_CLASS  # noqa: E402
-from catdog.config import LOSS_WEIGHTINGS  # noqa: E402
 from catdog.run_dir import load_run, run_latents  # noqa: E402
 from catdog.train import held_out_loss  # noqa: E402
 
@@ -34,11 +32,8 @@ for run_dir in sys.argv[1:]:
     train, train_y = run.autoencoder.normalize(latents["train_latents"]), latents["train_labels"].long()
     class_mean = torch.stack([train[train_y == c].mean(0) for c in (0, 1)])[y]
     generator = torch.Generator().manual_seed(0)
-    losses = {}
-    for weighting in LOSS_WEIGHTINGS:
-        diffusion.loss_weighting = weighting
-        losses[weighting] = held_out_loss(diffusion, z0, y, torch.device("cpu"))
-    print(f"{run_dir}: held-out loss {losses}; class mean {(z0 - class_mean).pow(2).mean():.4f}")
+    loss = held_out_loss(diffusion, z0, y, torch.device("cpu"))
+    print(f"{run_dir}: held-out loss {loss:.4f}; class mean {(z0 - class_mean).pow(2).mean():.4f}")
     print("    t      sigma   cond   uncond  spread")
     for t in STEPS:
         steps = torch.full((len(z0),), t)

@@ -133,7 +133,6 @@ BAD = [
     (["run", "--preset", "tiny", "--ae-channels", "8,16", "--run-dir", "{tmp}/r"], "--ae-channels"),
     (["run", "--preset", "tiny", "--cls-weight", "-1", "--run-dir", "{tmp}/r"], "--cls-weight"),
     (["run", "--preset", "tiny", "--ssim-weight", "0.1", "--run-dir", "{tmp}/r"], "unrecognized"),
-    (["run", "--preset", "tiny", "--loss-weighting", "edm", "--run-dir", "{tmp}/r"], "--loss-weighting"),
     (["sample", "--run-dir", "{run}", "--class", "dog", "--sampler", "ddpm", "--steps", "10", "--out", "{tmp}/x.png"],
      "--sampler ddpm"),
     (["sample", "--run-dir", "{run}", "--class", "dog", "--sampler", "euler", "--out", "{tmp}/x.png"], "invalid choice"),

@@ -44,5 +44,8 @@ def test_weight_files_of_earlier_versions_load_and_retired_options_are_refused()
     assert config_from_dict({**stored, "diffusion": {**stored["diffusion"], "unet_dropout": 0.0}}) == config
     with pytest.raises(UserError, match="unet_dropout, an option removed after commit fc0d0a7"):
         config_from_dict({**stored, "diffusion": {**stored["diffusion"], "unet_dropout": 0.1}})
+    assert config_from_dict({**stored, "diffusion": {**stored["diffusion"], "loss_weighting": "min_snr"}}) == config
+    with pytest.raises(UserError, match="loss_weighting, an option removed after commit d05954f"):
+        config_from_dict({**stored, "diffusion": {**stored["diffusion"], "loss_weighting": "truncated_v"}})
     with pytest.raises(UserError, match="unknown config field"):
         config_from_dict({**stored, "ae": {**stored["ae"], "no_such_field": 1}})

@@ -53,10 +53,6 @@ class DiffusionConfig:
     diffusion_weight_decay: float = 0.0
     ema_halflife_steps: int = 300
     min_snr_gamma: float = 5.0               # Min-SNR loss weighting (Hang et al. 2023); 0 = off
-    # how gamma weights the v-MSE: "min_snr" min(SNR, gamma) / (SNR + 1) (Hang et al.), whose weight on the
-    # clean-latent error vanishes at high noise; "truncated_v" min(1, gamma / (SNR + 1)), which keeps it >= 1
-    # there (where the 128-d prior decides the class) and truncates only the low-noise end
-    loss_weighting: str = "min_snr"
     # self-conditioning (Chen et al. 2022): the network also sees its previous clean prediction, so each
     # sampling step refines an estimate instead of starting from z_t alone; half the training rows need an
     # extra forward pass
@@ -116,7 +112,6 @@ class Config:
 
 
 SAMPLERS = ("ddim", "ddpm")
-LOSS_WEIGHTINGS = ("min_snr", "truncated_v")
 
 
 @dataclass(frozen=True)
@@ -184,7 +179,7 @@ _PART_CLASSES = {"ae": AutoencoderConfig, "diffusion": DiffusionConfig, "run": R
 _RETIRED_ANY = {"run": ("sample_steps", "guidance", "figure_samples_per_class", "n_eval_latents",
                         "compile_mode")}
 _RETIRED_OFF = {"ae": {"ssim_weight": (0.0, "9fb6fcb"), "ae_translate_px": (0, "9fb6fcb")},
-                "diffusion": {"unet_dropout": (0.0, "fc0d0a7")}}
+                "diffusion": {"unet_dropout": (0.0, "fc0d0a7"), "loss_weighting": ("min_snr", "d05954f")}}
 
 
 def config_to_dict(config: Config) -> dict:
@@ -328,8 +323,6 @@ def validate(config: Config) -> None:
                                 f"{norm_groups(width)} GroupNorm groups; use a multiple of {norm_groups(width)}")
     if ref.refiner_crop_px not in (8, 16, 24, 32):
         raise UserError(f"--refiner-crop-px must be 8, 16, 24 or 32, got {ref.refiner_crop_px}")
-    if dif.loss_weighting not in LOSS_WEIGHTINGS:
-        raise UserError(f"--loss-weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {dif.loss_weighting!r}")
     if not 0 <= dif.diffusion_shift_px <= 4:
         raise UserError(f"--diffusion-shift-px must be in 0..4, got {dif.diffusion_shift_px}")
     if not 0.0 <= dif.label_dropout < 1.0:

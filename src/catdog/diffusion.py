@@ -4,7 +4,7 @@ Forward process (DDPM eq. 4):  z_t = sqrt(alpha_bar_t) z_0 + sqrt(1 - alpha_bar_
 t = 0..n_steps-1, with the cosine schedule of Nichol & Dhariwal 2021 (eq. 17, betas clipped at 0.999).
 The network predicts v = sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) z_0 (Salimans & Ho 2022), which
 stays well scaled at both ends of the schedule; the loss is MSE on v with Min-SNR-gamma weighting
-(Hang et al. 2023), or with that weighting truncated only at low noise (`truncated_v`, see `loss`).
+(Hang et al. 2023).
 Labels are dropped to the null class with probability `label_dropout` so that one network gives both
 the conditional and the unconditional prediction. With `self_condition` the network also sees its own
 previous clean-latent prediction (Chen et al. 2022, "Analog Bits"; see `loss` and sample.py). The same
@@ -34,13 +34,12 @@ class ConditionalDenoiseDiffusion(nn.Module):
     """Wraps a ConditionalUNet with the noise schedule, the training loss and the denoised prediction."""
 
     def __init__(self, model: ConditionalUNet, n_steps: int = 1000, label_dropout: float = 0.1,
-                 min_snr_gamma: float = 5.0, loss_weighting: str = "min_snr"):
+                 min_snr_gamma: float = 5.0):
         super().__init__()
         self.model = model
         self.n_steps = n_steps
         self.label_dropout = label_dropout
         self.min_snr_gamma = min_snr_gamma
-        self.loss_weighting = loss_weighting
         self.self_condition = getattr(model, "self_condition", False)
         self.register_buffer("alpha_bar", cosine_alpha_bar(n_steps).float(), persistent=False)
 
@@ -75,8 +74,7 @@ class ConditionalDenoiseDiffusion(nn.Module):
         ab = self.signal(t, z0)
         v_target = ab.sqrt() * noise - (1 - ab).sqrt() * z0
         # 3. weight: the v error is sqrt(SNR + 1) times the clean-latent error, so Min-SNR-gamma for a v target
-        # is min(SNR, gamma) / (SNR + 1), which gives the clean-latent error a weight -> 0 at high noise;
-        # truncated_v is min(1, gamma / (SNR + 1)): plain v-MSE, cut only where SNR + 1 > gamma
+        # is min(SNR, gamma) / (SNR + 1)
         # 4. self-conditioning: every other row (rows are independent draws, so a random half) first gets the
         # network's own prediction from a pass without gradient, as the sampler feeds back its previous one
         previous = None
@@ -94,8 +92,6 @@ class ConditionalDenoiseDiffusion(nn.Module):
         if self.min_snr_gamma <= 0:
             return per_example
         snr = self.alpha_bar[t] / (1 - self.alpha_bar[t])
-        if self.loss_weighting == "truncated_v":
-            return per_example * (self.min_snr_gamma / (snr + 1)).clamp(max=1)
         return per_example * snr.clamp(max=self.min_snr_gamma) / (snr + 1)
 
     def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
@@ -120,4 +116,4 @@ class ConditionalDenoiseDiffusion(nn.Module):
 def build_diffusion(latent_dim: int, cfg) -> ConditionalDenoiseDiffusion:
     """The diffusion model for a DiffusionConfig."""
     unet = ConditionalUNet(latent_dim, cfg.unet_widths, cfg.unet_blocks, cfg.emb_dim, cfg.self_condition)
-    return ConditionalDenoiseDiffusion(unet, cfg.n_steps, cfg.label_dropout, cfg.min_snr_gamma, cfg.loss_weighting)
+    return ConditionalDenoiseDiffusion(unet, cfg.n_steps, cfg.label_dropout, cfg.min_snr_gamma)
