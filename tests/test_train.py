@@ -102,6 +102,11 @@ def test_shifted_latents_are_cached_by_autoencoder_file_and_data(tiny_run, small
     with pytest.raises(AssertionError, match="encoded again"):
         run_dir.cached_shifted(run.paths, run.autoencoder, small_data, digest, 2, True)
     assert len(list((tmp_path / "cache" / "latents").iterdir())) == 1
+    entry = next((tmp_path / "cache" / "latents").iterdir())
+    entry.write_bytes(b"not safetensors")                            # a damaged entry is encoded again
+    monkeypatch.setattr(run_dir, "encode_shifted", encoded)
+    assert torch.equal(run_dir.cached_shifted(run.paths, run.autoencoder, small_data, digest, 1, True)[0], first[0])
+    assert torch.equal(run_dir.load_weights(entry)[0]["latents"], first[0])
 
 
 def test_a_run_trains_its_prior_on_shifted_latents_too(tmp_path, small_data):

@@ -73,9 +73,7 @@ class ConditionalDenoiseDiffusion(nn.Module):
         z_t = self.q_sample(z0, t, noise)
         ab = self.signal(t, z0)
         v_target = ab.sqrt() * noise - (1 - ab).sqrt() * z0
-        # 3. weight: the v error is sqrt(SNR + 1) times the clean-latent error, so Min-SNR-gamma for a v target
-        # is min(SNR, gamma) / (SNR + 1)
-        # 4. self-conditioning: every other row (rows are independent draws, so a random half) first gets the
+        # 3. self-conditioning: every other row (rows are independent draws, so a random half) first gets the
         # network's own prediction from a pass without gradient, as the sampler feeds back its previous one
         previous = None
         if self.self_condition:
@@ -84,6 +82,8 @@ class ConditionalDenoiseDiffusion(nn.Module):
             with torch.no_grad():
                 previous[second] = self.denoise(z_t[second], t[second], y[second],
                                                 *(c[second] for c in cond)).to(previous.dtype)
+        # 4. weight: the v error is sqrt(SNR + 1) times the clean-latent error, so Min-SNR-gamma for a v target
+        # is min(SNR, gamma) / (SNR + 1)
         per_example = (self.predict_v(z_t, t, y, *cond, previous=previous) - v_target).pow(2).flatten(1).mean(dim=1)
         return self.weighted(per_example, t).mean()
 

@@ -349,14 +349,20 @@ def cached_shifted(paths: RunPaths, autoencoder: SimpleAutoencoder, data, data_s
     skips the encoding, which is most of the stage's first half hour on two slow cores."""
     made = {"autoencoder_sha256": file_digest(paths.autoencoder), "data_sha256": data_sha256,
             "shift_px": str(px), "hflip": str(hflip)}
-    path = cache_dir() / "latents" / f"shifted_{made['autoencoder_sha256']}_{data_sha256}_{px}px_{int(hflip)}.safetensors"
-    if path.is_file():
+    name = f"shifted_{made['autoencoder_sha256']}_{data_sha256}_{px}px_{int(hflip)}.safetensors"
+    path = cache_dir() / "latents" / name
+    try:
         tensors, _, meta = load_weights(path)
         if all(meta.get(k) == v for k, v in made.items()):
             return tensors["latents"], tensors["labels"]
+    except UserError:                                     # missing or unreadable: encode (and rewrite) it
+        pass
     latents, labels = encode_shifted(autoencoder, data, px, hflip)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_weights(path, {"latents": latents, "labels": labels}, {}, **made)
+    try:                                                  # a cache that cannot be written only costs time
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_weights(path, {"latents": latents, "labels": labels}, {}, **made)
+    except (OSError, UserError):
+        pass
     return latents, labels
 
 
