@@ -109,9 +109,10 @@ def test_shifted_latents_are_cached_by_autoencoder_file_and_data(tiny_run, small
     assert torch.equal(run_dir.load_weights(entry)[0]["latents"], first[0])
 
 
-def test_a_run_trains_its_prior_on_shifted_latents_too(tmp_path, small_data):
+def test_a_run_trains_its_prior_on_shifted_latents_too(tmp_path, small_data, monkeypatch):
     """`--diffusion-shift-px 1` on the tiny preset: the diffusion stage trains (and logs its held-out
     loss) and its weights record the setting."""
+    monkeypatch.setenv("CATDOG_CACHE", str(tmp_path / "cache"))          # the user's cache stays untouched
     from catdog.checkpoint import load_weights
     from catdog.pipeline import run_all
     config = override(PRESETS["tiny"], {"diffusion_shift_px": 1, "refiner_train_steps": 0, "decoder_train_steps": 0})
