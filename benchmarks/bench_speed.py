@@ -1,7 +1,7 @@
 """Speed benchmark: training throughput of both stages and sampling throughput per step count.
 
     python benchmarks/bench_speed.py [--preset cpu] [--device cpu] [--repeats 5]
-    python benchmarks/bench_speed.py --config pretrained/config.json --only diffusion --set self_condition=true
+    python benchmarks/bench_speed.py --config pretrained/config.json --only diffusion --set unet_widths=[512,256]
 
 Warmed up, repeated, median (and min/max) reported with the machine, torch version and commit
 (airbench style). Uses random inputs of the real shapes, so no trained run is needed.

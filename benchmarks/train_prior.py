@@ -35,7 +35,6 @@ parser.add_argument("--ema-halflife-steps", type=int, default=2000)
 parser.add_argument("--unet-widths", default="320,160")
 parser.add_argument("--unet-blocks", type=int, default=2)
 parser.add_argument("--min-snr-gamma", type=float, default=5.0)
-parser.add_argument("--self-condition", action="store_true", help="self-conditioning (catdog run's flag)")
 parser.add_argument("--label-dropout", type=float, default=0.1)
 parser.add_argument("--checkpoint-every-steps", type=int, default=2000)
 parser.add_argument("--log-every-steps", type=int, default=1000)
@@ -60,7 +59,6 @@ config = override(config, {
     "diffusion_lr": args.diffusion_lr, "diffusion_warmup_steps": args.diffusion_warmup_steps,
     "ema_halflife_steps": args.ema_halflife_steps, "unet_blocks": args.unet_blocks,
     "unet_widths": tuple(int(w) for w in args.unet_widths.split(",")), "min_snr_gamma": args.min_snr_gamma,
-    "self_condition": args.self_condition,
     "label_dropout": args.label_dropout, "diffusion_shift_px": args.diffusion_shift_px, "bf16": True, "compile": False,
     "checkpoint_every_steps": args.checkpoint_every_steps, "log_every_steps": args.log_every_steps})
 prepare_run_dir(paths.root, config, force=False)

@@ -47,5 +47,8 @@ def test_weight_files_of_earlier_versions_load_and_retired_options_are_refused()
     assert config_from_dict({**stored, "diffusion": {**stored["diffusion"], "loss_weighting": "min_snr"}}) == config
     with pytest.raises(UserError, match="loss_weighting, an option removed after commit d05954f"):
         config_from_dict({**stored, "diffusion": {**stored["diffusion"], "loss_weighting": "truncated_v"}})
+    assert config_from_dict({**stored, "diffusion": {**stored["diffusion"], "self_condition": False}}) == config
+    with pytest.raises(UserError, match="self_condition, an option removed after commit 15a938b"):
+        config_from_dict({**stored, "diffusion": {**stored["diffusion"], "self_condition": True}})
     with pytest.raises(UserError, match="unknown config field"):
         config_from_dict({**stored, "ae": {**stored["ae"], "no_such_field": 1}})

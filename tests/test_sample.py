@@ -94,33 +94,3 @@ def test_guidance_interval_guides_only_inside_it():
     expected = torch.stack([cond[0], uncond[1] + 4 * (cond[1] - uncond[1]),
                             uncond[2] + 4 * (cond[2] - uncond[2]), cond[3]])
     torch.testing.assert_close(guided_denoiser(diffusion, y, 4.0, interval)(z, t), expected, atol=1e-5, rtol=1e-5)
-
-
-
-def test_self_conditioned_sampler_feeds_back_each_rows_previous_prediction():
-    """Oracle: a guided denoiser hands the network, at each call, the prediction it made at the call before
-    (cond and uncond rows each their own; zeros at the first call); a new denoiser starts from zeros again."""
-    seen = []
-
-    class Recorder(torch.nn.Module):
-        self_condition = True
-
-        def forward(self, z_t, t, y, previous):
-            seen.append(previous.clone())
-            return 0.5 * z_t + (y[:, None] == 2).float() + 0.1 * previous     # the null class differs
-
-    diffusion = ConditionalDenoiseDiffusion(Recorder(), n_steps=N_STEPS)
-    y = torch.tensor([0, 1])
-    denoise = guided_denoiser(diffusion, y, 3.0)
-    rows = torch.cat([y, torch.full_like(y, 2)])
-    expected = [torch.zeros(4, 4)]
-    for t, z in zip((150, 100, 50), torch.randn(3, 2, 4)):
-        denoise(z, torch.full((2,), t))
-        z2, ab = torch.cat([z, z]), ALPHA_BAR[t]
-        v = 0.5 * z2 + (rows[:, None] == 2).float() + 0.1 * expected[-1]
-        expected.append(ab.sqrt() * z2 - (1 - ab).sqrt() * v)
-    assert len(seen) == 3
-    for got, want in zip(seen, expected):
-        torch.testing.assert_close(got, want)
-    guided_denoiser(diffusion, y, 3.0)(torch.randn(2, 4), torch.full((2,), 10))
-    assert torch.equal(seen[-1], torch.zeros(4, 4))

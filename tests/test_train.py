@@ -120,19 +120,3 @@ def test_a_run_trains_its_prior_on_shifted_latents_too(tmp_path, small_data, mon
     assert load_weights(paths.diffusion)[1]["diffusion"]["diffusion_shift_px"] == 1
     rows = [json.loads(line) for line in paths.metrics.read_text().splitlines()]
     assert all("val_loss" in r for r in rows if r["stage"] == "diffusion")
-
-
-def test_a_self_conditioned_prior_trains_reloads_and_samples(tmp_path, small_data):
-    """`--self-condition` on the tiny preset: the stage trains, its weights record the setting, and the
-    reloaded run's network takes the previous prediction (twice the input) and samples finite images."""
-    from catdog.checkpoint import load_weights
-    from catdog.config import SampleConfig
-    from catdog.pipeline import run_all
-    from catdog.run_dir import load_run
-    config = override(PRESETS["tiny"], {"self_condition": True, "refiner_train_steps": 0, "decoder_train_steps": 0})
-    paths = run_all(config, tmp_path / "r", data=small_data, figures=False, until="diffusion")
-    assert load_weights(paths.diffusion)[1]["diffusion"]["self_condition"] is True
-    run = load_run(paths.root)
-    assert run.diffusion.self_condition and run.diffusion.model.input.in_features == 2 * config.ae.latent_dim
-    images = run.generate(np.array([0, 1, 0]), SampleConfig(steps=4, refiner=False))
-    assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8 and images.std() > 0

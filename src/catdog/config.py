@@ -53,10 +53,6 @@ class DiffusionConfig:
     diffusion_weight_decay: float = 0.0
     ema_halflife_steps: int = 300
     min_snr_gamma: float = 5.0               # Min-SNR loss weighting (Hang et al. 2023); 0 = off
-    # self-conditioning (Chen et al. 2022): the network also sees its previous clean prediction, so each
-    # sampling step refines an estimate instead of starting from z_t alone; half the training rows need an
-    # extra forward pass
-    self_condition: bool = False
     # the prior memorises 10,000 images' latents within a few thousand steps; it also trains on the latents
     # of the training images (and mirrors) shifted by up to this many pixels: more distinct latents
     diffusion_shift_px: int = 0
@@ -179,7 +175,8 @@ _PART_CLASSES = {"ae": AutoencoderConfig, "diffusion": DiffusionConfig, "run": R
 _RETIRED_ANY = {"run": ("sample_steps", "guidance", "figure_samples_per_class", "n_eval_latents",
                         "compile_mode")}
 _RETIRED_OFF = {"ae": {"ssim_weight": (0.0, "9fb6fcb"), "ae_translate_px": (0, "9fb6fcb")},
-                "diffusion": {"unet_dropout": (0.0, "fc0d0a7"), "loss_weighting": ("min_snr", "d05954f")}}
+                "diffusion": {"unet_dropout": (0.0, "fc0d0a7"), "loss_weighting": ("min_snr", "d05954f"),
+                              "self_condition": (False, "15a938b")}}
 
 
 def config_to_dict(config: Config) -> dict:

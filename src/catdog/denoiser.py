@@ -6,7 +6,6 @@ connections, as a U-Net does for feature maps). Every block is conditioned on th
 `TimeEmbedding` and a `ClassEmbedding` through adaptive LayerNorm (scale, shift and a gate, as in
 DiT's adaLN-Zero), and the output layer starts at zero so the untrained network predicts 0.
 Class `NULL_CLASS` (2) means "no label": classifier-free guidance (Ho & Salimans 2022).
-With `self_condition` the input is (z_t, previous clean prediction) side by side (Chen et al. 2022).
 """
 
 from __future__ import annotations
@@ -68,16 +67,15 @@ class ResidualBlock(nn.Module):
 
 
 class ConditionalUNet(nn.Module):
-    """(z_t (B, D), t (B,), y (B,)[, previous (B, D)]) -> v (B, D); U-shaped residual MLP with long skips."""
+    """(z_t (B, D), t (B,), y (B,)) -> v (B, D); U-shaped residual MLP with long skips."""
 
     def __init__(self, latent_dim: int, widths: tuple[int, ...] = (512, 256), blocks_per_level: int = 2,
-                 emb_dim: int = 256, self_condition: bool = False):
+                 emb_dim: int = 256):
         super().__init__()
-        self.self_condition = self_condition
         self.time_embedding = TimeEmbedding(emb_dim)
         self.class_embedding = ClassEmbedding(emb_dim)
         self.emb_act = nn.SiLU()
-        self.input = nn.Linear(2 * latent_dim if self_condition else latent_dim, widths[0])
+        self.input = nn.Linear(latent_dim, widths[0])
         n = blocks_per_level
         # down path: level l runs at widths[l]; a Linear narrows between levels
         self.down_blocks = nn.ModuleList(
@@ -95,10 +93,9 @@ class ConditionalUNet(nn.Module):
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
-                previous: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         emb = self.emb_act(self.time_embedding(t) + self.class_embedding(y))   # (B, emb_dim)
-        h = self.input(torch.cat([z_t, previous], dim=1) if self.self_condition else z_t)
+        h = self.input(z_t)
         skips = []
         for level, blocks in enumerate(self.down_blocks):
             if level > 0:

@@ -6,10 +6,8 @@ The network predicts v = sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) z_0 (Salima
 stays well scaled at both ends of the schedule; the loss is MSE on v with Min-SNR-gamma weighting
 (Hang et al. 2023).
 Labels are dropped to the null class with probability `label_dropout` so that one network gives both
-the conditional and the unconditional prediction. With `self_condition` the network also sees its own
-previous clean-latent prediction (Chen et al. 2022, "Analog Bits"; see `loss` and sample.py). The same
-formulation serves the pixel-space refiner (refiner.py): any tensor shape, and extra conditioning passed to
-the network.
+the conditional and the unconditional prediction. The same formulation serves the pixel-space refiner
+(refiner.py): any tensor shape, and extra conditioning passed to the network.
 """
 
 from __future__ import annotations
@@ -40,7 +38,6 @@ class ConditionalDenoiseDiffusion(nn.Module):
         self.n_steps = n_steps
         self.label_dropout = label_dropout
         self.min_snr_gamma = min_snr_gamma
-        self.self_condition = getattr(model, "self_condition", False)
         self.register_buffer("alpha_bar", cosine_alpha_bar(n_steps).float(), persistent=False)
 
     def signal(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -73,18 +70,9 @@ class ConditionalDenoiseDiffusion(nn.Module):
         z_t = self.q_sample(z0, t, noise)
         ab = self.signal(t, z0)
         v_target = ab.sqrt() * noise - (1 - ab).sqrt() * z0
-        # 3. self-conditioning: every other row (rows are independent draws, so a random half) first gets the
-        # network's own prediction from a pass without gradient, as the sampler feeds back its previous one
-        previous = None
-        if self.self_condition:
-            second = torch.arange(len(z0), device=z0.device) % 2 == 1
-            previous = torch.zeros_like(z0)
-            with torch.no_grad():
-                previous[second] = self.denoise(z_t[second], t[second], y[second],
-                                                *(c[second] for c in cond)).to(previous.dtype)
-        # 4. weight: the v error is sqrt(SNR + 1) times the clean-latent error, so Min-SNR-gamma for a v target
+        # 3. weight: the v error is sqrt(SNR + 1) times the clean-latent error, so Min-SNR-gamma for a v target
         # is min(SNR, gamma) / (SNR + 1)
-        per_example = (self.predict_v(z_t, t, y, *cond, previous=previous) - v_target).pow(2).flatten(1).mean(dim=1)
+        per_example = (self.model(z_t, t, y, *cond) - v_target).pow(2).flatten(1).mean(dim=1)
         return self.weighted(per_example, t).mean()
 
     def weighted(self, per_example: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -98,22 +86,14 @@ class ConditionalDenoiseDiffusion(nn.Module):
         """The loss weight of the v-MSE at steps t (B,)."""
         return self.weighted(torch.ones(len(t)), t)
 
-    def predict_v(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *cond: torch.Tensor,
-                  previous: torch.Tensor | None = None) -> torch.Tensor:
-        """The network's v; `previous` (a clean prediction, None = zeros) only reaches a self-conditioned one."""
-        if not self.self_condition:
-            return self.model(z_t, t, y, *cond)
-        return self.model(z_t, t, y, *cond, previous=torch.zeros_like(z_t) if previous is None else previous)
-
-    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *cond: torch.Tensor,
-                previous: torch.Tensor | None = None) -> torch.Tensor:
+    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
         """The predicted clean `denoised` from z_t: sqrt(ab) z_t - sqrt(1 - ab) v."""
         ab = self.signal(t, z_t)
-        v = self.predict_v(z_t, t, y, *cond, previous=previous).float()
+        v = self.model(z_t, t, y, *cond).float()
         return ab.sqrt() * z_t - (1 - ab).sqrt() * v
 
 
 def build_diffusion(latent_dim: int, cfg) -> ConditionalDenoiseDiffusion:
     """The diffusion model for a DiffusionConfig."""
-    unet = ConditionalUNet(latent_dim, cfg.unet_widths, cfg.unet_blocks, cfg.emb_dim, cfg.self_condition)
+    unet = ConditionalUNet(latent_dim, cfg.unet_widths, cfg.unet_blocks, cfg.emb_dim)
     return ConditionalDenoiseDiffusion(unet, cfg.n_steps, cfg.label_dropout, cfg.min_snr_gamma)

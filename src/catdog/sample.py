@@ -7,8 +7,6 @@ prediction (equivalent to guiding the noise prediction, since both are affine in
 - `ddim_sample`: DDIM (Song et al. 2021, eq. 12) on `steps` evenly spaced t: deterministic with eta = 0,
   ancestral with eta = 1 (at every t it is the DDPM chain), in between a mix of the two.
 The caller chooses one explicitly (`SampleConfig.sampler`).
-A self-conditioned network gets back each row's previous prediction (zeros at the first call), so a
-denoiser from these functions belongs to one trajectory.
 Both return the final z and, on request, the trajectory of z_t after every step.
 """
 
@@ -33,32 +31,18 @@ def noise_level(alpha_bar: torch.Tensor) -> torch.Tensor:
     return ((1 - alpha_bar) / alpha_bar).sqrt()
 
 
-def fed_back(diffusion: ConditionalDenoiseDiffusion):
-    """diffusion.denoise(z_t, t, y) that hands a self-conditioned network each row's previous prediction
-    (Chen et al. 2022); for any other network it is diffusion.denoise."""
-    previous = None
-
-    def predict(z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        nonlocal previous
-        denoised = diffusion.denoise(z_t, t, y, previous=previous)
-        previous = denoised if diffusion.self_condition else None
-        return denoised
-
-    return predict
-
-
 def guided_denoiser(diffusion: ConditionalDenoiseDiffusion, y: torch.Tensor, guidance: float,
                     interval: tuple[float, float] | None = None) -> Denoiser:
     """Classifier-free guidance: denoised = uncond + w (cond - uncond); w = 1 is the plain conditional.
     With `interval` (lo, hi), guidance acts only where lo < sigma_t <= hi and the conditional model
     alone elsewhere (Kynkaanniemi et al. 2024: guidance at high noise costs diversity, at low noise
     it does little)."""
-    predict = fed_back(diffusion)
 
     def denoise(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if guidance == 1.0:
-            return predict(z_t, t, y)
-        both = predict(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, NULL_CLASS)]))
+            return diffusion.denoise(z_t, t, y)
+        both = diffusion.denoise(torch.cat([z_t, z_t]), torch.cat([t, t]),
+                                 torch.cat([y, torch.full_like(y, NULL_CLASS)]))
         cond, uncond = both.chunk(2)
         w = torch.full_like(t, guidance, dtype=cond.dtype)
         if interval is not None:
@@ -73,11 +57,10 @@ def class_mix_denoiser(diffusion: ConditionalDenoiseDiffusion, dog_share: float,
     """Guidance towards a blend of the classes: cond = (1 - a) cond(cat) + a cond(dog), a = dog_share;
     a = 0 / 1 is `guided_denoiser` for cat / dog. Sweeping a at a fixed seed shows what the model
     changes to turn a cat into a dog."""
-    predict = fed_back(diffusion)
 
     def denoise(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         classes = torch.arange(NULL_CLASS + 1, device=z_t.device).repeat_interleave(len(z_t))  # cat, dog, null
-        cat, dog, uncond = predict(z_t.repeat(3, 1), t.repeat(3), classes).chunk(3)
+        cat, dog, uncond = diffusion.denoise(z_t.repeat(3, 1), t.repeat(3), classes).chunk(3)
         return uncond + guidance * ((1 - dog_share) * cat + dog_share * dog - uncond)
 
     return denoise
