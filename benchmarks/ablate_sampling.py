@@ -8,7 +8,9 @@ Each variant is a set of SampleConfig fields (autoguidance and CFG rescale lost 
 docs/experiments.md, session 18; rerunnable at commit 21e143e). Per variant:
 N samples with the classes and seeds `catdog evaluate` uses, scored by the same code (FID against the
 same training statistics, KID, precision / recall, the ResNet-20 judge) into OUT/<name>[_raw].json;
-`prior_gap` is that FID minus the run's decoding floor from its eval.json (same N, refined or raw).
+`prior_gap` is that FID minus the run's decoding floor from its eval.json (same N, refined or raw), or with
+--own-floor minus the floor measured at the variant's own refiner steps (OUT/floor_refiner<k>.json, the
+refined reconstructions of the same N real images `catdog evaluate` uses, scored by the same code).
 One Inception network serves every variant, so a variant costs its sampling and its features (~4 min
 at N = 2,000 on 2 cores). A finished variant is skipped; the table of all of them ends the output.
 """
@@ -25,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from catdog.config import SampleConfig  # noqa: E402
-from catdog.evaluate import FidScorer, score_samples  # noqa: E402
+from catdog.evaluate import FidScorer, floor_originals, reconstruction_scores, score_samples  # noqa: E402
 from catdog.judge import load_judge  # noqa: E402
 from catdog.run_dir import load_run  # noqa: E402
 
@@ -37,7 +39,7 @@ VARIANTS = {                                     # name: SampleConfig fields (gu
     "ddim50_g3": {"guidance": 3.0},
     "ddim50_g9": {"guidance": 9.0},
     "ddim50_g12": {"guidance": 12.0},
-    "ddim50_g9_refiner20": {"guidance": 9.0, "refiner_steps": 20},   # its floor is the 10-step refiner's
+    "ddim50_g9_refiner20": {"guidance": 9.0, "refiner_steps": 20},   # --own-floor: its own, else the run's
     "ddim200_g6": {"guidance": 6.0, "steps": 200},
     "ddpm_g6": {"guidance": 6.0, "sampler": "ddpm"},
 }
@@ -51,8 +53,23 @@ parser.add_argument("--no-refiner", action="store_true")
 parser.add_argument("--floor-from", type=Path, default=None,
                     help="the eval.json with the decoding floor (default: the run's; another run's with the same "
                          "autoencoder, decoder and refiner, e.g. for a new prior)")
+parser.add_argument("--own-floor", action="store_true",
+                    help="measure the refined floor at each variant's refiner steps instead of reading it")
 parser.add_argument("--ref-stats", type=Path, default=ROOT.parent / "shared/fid_stats")
 args = parser.parse_args()
+
+
+def own_floor(sample: SampleConfig) -> float:
+    """The decoding floor at `sample`'s refiner steps: FID of the refined reconstructions (cached in OUT)."""
+    path = args.out / f"floor_refiner{sample.refiner_steps}.json"
+    if not path.exists():
+        originals, real_labels, features, counts = floor_originals(labels, fid, None)
+        refined = run.refine_reconstructions(originals, real_labels, sample)
+        row = reconstruction_scores(refined, originals, real_labels, judge, fid, features)
+        path.write_text(json.dumps({**row, "refiner_steps": sample.refiner_steps, "floor_images": counts},
+                                   indent=2) + "\n")
+    return json.loads(path.read_text())["floor_fid"]
+
 
 names = args.variants.split(",")
 if unknown := [v for v in names if v not in VARIANTS]:
@@ -69,14 +86,20 @@ args.out.mkdir(parents=True, exist_ok=True)
 fid, judge = None, load_judge(None)
 for name in names:
     path = args.out / f"{name}{suffix}.json"
-    if path.exists():
-        continue
     fields = VARIANTS[name]
-    images = run.generate(labels, replace(SampleConfig(), **fields, refiner=not args.no_refiner))
+    sample = replace(SampleConfig(), **fields, refiner=not args.no_refiner)
     fid = fid or FidScorer(None, args.ref_stats, None, torch.device("cpu"))
-    row = score_samples(images, labels, judge, fid)
-    row.update(variant=name, **fields, refiner=not args.no_refiner, floor_fid=floor if same_n else None,
-               prior_gap=row["fid"] - floor if same_n and floor is not None else None)
+    if path.exists():                                           # finished; --own-floor may still add its floor
+        row = json.loads(path.read_text())
+        if not args.own_floor or args.no_refiner or row.get("floor_own"):
+            continue
+    else:
+        row = score_samples(run.generate(labels, sample), labels, judge, fid)
+        row.update(variant=name, **fields, refiner=not args.no_refiner)
+    own = args.own_floor and not args.no_refiner
+    variant_floor = own_floor(sample) if own else floor if same_n else None
+    row.update(floor_fid=variant_floor, floor_own=own,
+               prior_gap=None if variant_floor is None else row["fid"] - variant_floor)
     path.write_text(json.dumps(row, indent=2) + "\n")
     print(f"{name}: FID {row['fid']:.2f}", flush=True)
 

@@ -3,6 +3,8 @@ distance give known answers, a tiny batch overfits, training resumes bitwise, an
 `catdog run`, loading, the refiner's provenance and export.
 Run: pytest tests/test_decoder.py"""
 
+import contextlib
+import copy
 import json
 import shutil
 
@@ -18,7 +20,9 @@ from catdog.checkpoint import load_weights, save_weights
 from catdog.cli import main
 from catdog.config import PRESETS, SampleConfig, config_to_dict, override
 from catdog.data import create_cat_dog_dataset, to_model_range
-from catdog.decoder_gan import RandomCNN, augment
+from catdog.adversarial import generator_hinge_loss
+from catdog.decoder_gan import DecoderObjective, Fakes, RandomCNN, augment, draw_augment
+from catdog.distributed import current_world
 from catdog.errors import UserError
 from catdog.pipeline import run_all
 from catdog.run_dir import file_digest, load_autoencoder, load_run
@@ -101,12 +105,48 @@ def _restamp(path, **changes):
     save_weights(path, tensors, config, **{**meta, **changes})
 
 
-def test_decoder_resume_equals_uninterrupted(tmp_path, monkeypatch):
+def test_sampled_latents_add_their_hinge_term_at_their_weight():
+    """Decodes of sampled latents (no paired target) add scale * weight * the generator's hinge loss on
+    them to the decoder's loss, and make half of the discriminator's fake term."""
+    config = override(TINY, {"decoder_disc_classes": True})
+    torch.manual_seed(0)
+    objective = DecoderObjective(config, current_world(), CPU)
+    g = torch.Generator().manual_seed(0)
+    x, x_hat, x_s = (torch.rand(4, 3, 32, 32, generator=g) * 2 - 1 for _ in range(3))
+    x_hat.requires_grad_(True)
+    x_s.requires_grad_(True)
+    y, y_s = torch.tensor([0, 1, 0, 1]), torch.tensor([1, 1, 0, 0])
+    pair, fake, s_aug, s_aug_d = (draw_augment(4, g) for _ in range(4))
+    last = x_hat                                                  # any tensor the loss depends on
+    objective.decoder_loss(last, x_hat, x, y, pair, fake, step=0)  # sets the term weights and the scale
+    assert float(objective.scale) > 0
+    plain, _ = objective.decoder_loss(last, x_hat, x, y, pair, fake, step=1)
+    fakes = Fakes(x_s, y_s, 0.5, s_aug, s_aug_d)
+    with_sampled, parts = objective.decoder_loss(last, x_hat, x, y, pair, fake, step=1, sampled=fakes)
+    expected = objective.scale * 0.5 * generator_hinge_loss(objective.disc(augment(x_s, s_aug), y_s))
+    torch.testing.assert_close(with_sampled - plain, expected)
+    assert float(parts["adv_sampled"]) == pytest.approx(float(expected.detach() / (0.5 * objective.scale)))
+    with_sampled.backward()
+    assert x_s.grad.abs().sum() > 0
+    # the discriminator: real term + the mean of the two fake terms
+    disc = copy.deepcopy(objective.disc)
+    fake_term = lambda f, a, labels: F.relu(1 + disc(augment(f, a), labels)).mean()
+    expected_d = (F.relu(1 - disc(augment(x, pair), y)).mean()
+                  + (fake_term(x_hat, fake, y) + fake_term(x_s, s_aug_d, y_s)) / 2)
+    got = objective.disc_step(x, x_hat, y, pair, fake, step=1, autocast=contextlib.nullcontext(), sampled=fakes)
+    torch.testing.assert_close(got, expected_d.detach())
+
+
+@pytest.mark.parametrize("with_samples", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_decoder_resume_equals_uninterrupted(tmp_path, monkeypatch, with_samples):
     """The discriminator (with its class projection), both optimizers, the term weights and the
-    adaptive weight are in the checkpoint."""
+    adaptive weight are in the checkpoint; with sampled latents, their batches and augmentations
+    come from the saved generator too."""
     latents, images, labels = _latents_images_labels(32)
     config = override(TINY, {"decoder_train_steps": 12, "checkpoint_every_steps": 4, "log_every_steps": 4,
                              "decoder_disc_classes": True})
+    sampled = (torch.randn(20, TINY.ae.latent_dim, generator=torch.Generator().manual_seed(5)),
+               torch.arange(20) % 2) if with_samples else None
     torch.manual_seed(1)
     start = Decoder(config.ae).state_dict()
 
@@ -114,14 +154,19 @@ def test_decoder_resume_equals_uninterrupted(tmp_path, monkeypatch):
         decoder = Decoder(config.ae)
         decoder.load_state_dict(start)
         return decoder
-    ref = train_decoder(config, fresh(), latents, images, labels, tmp_path / "ref.pt", tmp_path / "m1", CPU)
+
+    def train(state, metrics):
+        return train_decoder(config, fresh(), latents, images, labels, tmp_path / state, tmp_path / metrics, CPU,
+                             sampled, 0.5)
+    ref = train("ref.pt", "m1")
     kill_after_saves(monkeypatch, 2)
     with pytest.raises(Killed):
-        train_decoder(config, fresh(), latents, images, labels, tmp_path / "s.pt", tmp_path / "m2", CPU)
+        train("s.pt", "m2")
     monkeypatch.undo()
     state = loop_module.load_state(tmp_path / "s.pt", config_to_dict(config), ("ae", "decoder"))
     assert state["step"] == 8 and float(state["objective"]["weights"].min()) > 0
-    resumed = train_decoder(config, fresh(), latents, images, labels, tmp_path / "s.pt", tmp_path / "m2", CPU)
+    resumed = train("s.pt", "m2")
+    assert ("adv_sampled" in (tmp_path / "m1").read_text()) == with_samples
     for k, v in ref.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
     assert (tmp_path / "m1").read_text().count("\n") == (tmp_path / "m2").read_text().count("\n")

@@ -14,11 +14,17 @@ for a GAN, with the data-efficient parts that make it pay at CPU lengths (docs/e
 With `decoder_disc_classes` the discriminator is a projection discriminator that also sees the class,
 so the hinge term rewards images that show their class, not only sharp ones.
 
+Optionally the hinge term also judges decodes of latents *sampled from the prior* (they have no paired
+target, so only the adversarial term applies to them): the decoder then learns to make realistic images
+from the latents it is given at sampling time, not only from the encoder's.
+
 w_p and w_f are set on the first batch so that each term starts at the size of the pixel loss, then
 kept (they are part of the checkpoint). Only training uses this; the evaluation networks never do.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +102,17 @@ def disc_features(disc: PatchDiscriminator, x: torch.Tensor) -> list[torch.Tenso
     return features
 
 
+@dataclass
+class Fakes:
+    """Decodes x (B, 3, 32, 32) of latents sampled from the prior for classes y (B,), the weight of their
+    hinge term, and their augmentations for the decoder's term and the discriminator's."""
+    x: torch.Tensor
+    y: torch.Tensor
+    weight: float
+    augment: dict
+    augment_d: dict
+
+
 class DecoderObjective:
     """The discriminator, its optimizer, the random CNN, the term weights and the adaptive weight:
     `decoder_loss` for the decoder's update, `disc_step` for the discriminator's, `state_dict` /
@@ -112,10 +129,12 @@ class DecoderObjective:
         self.scale = torch.zeros((), device=device)           # the adaptive weight
 
     def decoder_loss(self, last_layer: torch.Tensor, x_hat: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                     pair: dict, fake_aug: dict, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                     pair: dict, fake_aug: dict, step: int, sampled: Fakes | None = None
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The decoder's loss on x_hat for targets x of classes y. `pair` augments x and x_hat alike
         (feature matching), `fake_aug` x_hat for the hinge term; `last_layer` is where the adaptive
-        weight compares gradients. Returns (loss, its parts detached)."""
+        weight compares gradients. `sampled` adds the hinge term on decodes of sampled latents, times
+        their weight. Returns (loss, its parts detached)."""
         self.disc.requires_grad_(False)
         pixel, _ = reconstruction_loss(x_hat, x, self.ae_cfg.l1_weight)
         perceptual = self.rcnn.distance(x_hat, x)
@@ -137,17 +156,25 @@ class DecoderObjective:
         loss = rec + self.scale * adv
         parts = {"loss": loss, "pixel": pixel, "perceptual": perceptual, "matching": matching, "adv": adv,
                  "adv_scale": self.scale}
+        if sampled is not None:
+            parts["adv_sampled"] = generator_hinge_loss(self.disc(augment(sampled.x, sampled.augment), sampled.y))
+            loss = parts["loss"] = loss + self.scale * sampled.weight * parts["adv_sampled"]
         return loss, {k: v.detach().clone() for k, v in parts.items()}
 
     def disc_step(self, x: torch.Tensor, x_hat: torch.Tensor, y: torch.Tensor, real_aug: dict, fake_aug: dict,
-                  step: int, autocast) -> torch.Tensor:
-        """One discriminator update: hinge loss on augmented real vs augmented (detached) fake images,
+                  step: int, autocast, sampled: Fakes | None = None) -> torch.Tensor:
+        """One discriminator update: hinge loss on augmented real vs augmented (detached) fake images
+        (reconstructions, and with `sampled` also decodes of sampled latents, half the fake term each),
         plus the lazy R1 penalty on the augmented reals; returns its loss."""
         self.disc.requires_grad_(True)
         real = x.detach().requires_grad_(step % R1_EVERY == 0)
+        fake_loss = lambda fake, aug, labels: F.relu(1 + self.disc(augment(fake.detach(), aug), labels)).mean()
         with autocast:
             real_logits = self.disc(augment(real, real_aug), y)
-            loss = F.relu(1 - real_logits).mean() + F.relu(1 + self.disc(augment(x_hat.detach(), fake_aug), y)).mean()
+            fake = fake_loss(x_hat, fake_aug, y)
+            if sampled is not None:
+                fake = (fake + fake_loss(sampled.x, sampled.augment_d, sampled.y)) / 2
+            loss = F.relu(1 - real_logits).mean() + fake
         if step % R1_EVERY == 0:
             grad, = torch.autograd.grad(real_logits.float().mean((1, 2, 3)).sum(), real, create_graph=True)
             loss = loss + R1_EVERY * self.cfg.decoder_r1_gamma / 2 * grad.pow(2).sum((1, 2, 3)).mean()

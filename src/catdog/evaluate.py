@@ -160,9 +160,8 @@ def evaluate_run(run_dir: Path, n: int, sample: SampleConfig = SampleConfig(), d
     for _, setting in settings:                                  # refuse before any work
         validate_sampling(setting, diffusion.n_steps)
     test_images, test_labels = create_cat_dog_dataset("test", data)
-    train_images, train_labels = create_cat_dog_dataset("train", data)
+    train_images = create_cat_dog_dataset("train", data)[0]
     labels = np.arange(n) % 2                                    # the samples' classes
-    test_idx, train_idx = floor_indices(labels, test_labels, train_labels)
     judge = load_judge(judge_path)
     fid = None if skip_fid else FidScorer(data, ref_stats, inception, device)
 
@@ -170,18 +169,14 @@ def evaluate_run(run_dir: Path, n: int, sample: SampleConfig = SampleConfig(), d
     #    the samples' classes, decoded (and refined if the run has a refiner), scored like the samples
     latents = run_latents(run, data)
     probe = fit_probe(*(v.numpy() for v in unmirrored(latents, run.config.ae.hflip)))
-    originals = np.concatenate([test_images[test_idx], train_images[train_idx]])
-    real_labels = np.concatenate([test_labels[test_idx], train_labels[train_idx]])
-    original_features = None if fid is None else np.concatenate(
-        [fid.test_features[test_idx]] + ([fid.cached(train_images[train_idx], "floor_train")]
-                                         if len(train_idx) else []))
+    originals, real_labels, original_features, floor_counts = floor_originals(labels, fid, data)
     seen = train_images[:len(test_images)]                       # as many training images, for the gap
     result = {
         "run_dir": str(run.paths.root), "sampler": sample.sampler, "steps": sample.steps,
         "guidance": sample.guidance, "eta": sample.eta, "guidance_interval": sample.guidance_interval,
         "seed": sample.seed, "refiner": run.refiner is not None and sample.refiner,
         "refiner_steps": sample.refiner_steps,
-        "floor_images": {"test": int(len(test_idx)), "train": int(len(train_idx))},
+        "floor_images": floor_counts,
         "recon_psnr_train": psnr_db(seen, autoencoder.reconstruct_images(seen)),
         "probe_acc": float(probe.score(latents["test_latents"].numpy(), latents["test_labels"].numpy())),
         "class_fidelity_real_test": class_accuracy(judge, test_images, test_labels),
@@ -215,6 +210,21 @@ def evaluate_run(run_dir: Path, n: int, sample: SampleConfig = SampleConfig(), d
     result["config"] = config_to_dict(run.config)
     run.paths.eval.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def floor_originals(labels: np.ndarray, fid: FidScorer | None, data=None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, int]]:
+    """The real images of the decoding floor for samples of classes `labels` (`floor_indices`): uint8
+    images, their labels, their Inception features (None without `fid`) and how many of each split."""
+    test_images, test_labels = create_cat_dog_dataset("test", data)
+    train_images, train_labels = create_cat_dog_dataset("train", data)
+    test_idx, train_idx = floor_indices(labels, test_labels, train_labels)
+    originals = np.concatenate([test_images[test_idx], train_images[train_idx]])
+    real_labels = np.concatenate([test_labels[test_idx], train_labels[train_idx]])
+    features = None if fid is None else np.concatenate(
+        [fid.test_features[test_idx]] + ([fid.cached(train_images[train_idx], "floor_train")]
+                                         if len(train_idx) else []))
+    return originals, real_labels, features, {"test": int(len(test_idx)), "train": int(len(train_idx))}
 
 
 def floor_indices(labels: np.ndarray, test_labels: np.ndarray, train_labels: np.ndarray
