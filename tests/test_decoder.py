@@ -14,13 +14,12 @@ import torch
 import torch.nn.functional as F
 
 import catdog.training_loop as loop_module
-from catdog.adversarial import PatchDiscriminator
+from catdog.adversarial import PatchDiscriminator, generator_hinge_loss
 from catdog.autoencoder import Decoder
 from catdog.checkpoint import load_weights, save_weights
 from catdog.cli import main
 from catdog.config import PRESETS, SampleConfig, config_to_dict, override
 from catdog.data import create_cat_dog_dataset, to_model_range
-from catdog.adversarial import generator_hinge_loss
 from catdog.decoder_gan import DecoderObjective, Fakes, RandomCNN, augment, draw_augment
 from catdog.distributed import current_world
 from catdog.errors import UserError

@@ -184,7 +184,7 @@ def train_decoder(config: Config, decoder: Decoder, latents: torch.Tensor, image
         world.average_gradients(decoder)
         torch.nn.utils.clip_grad_norm_(decoder.parameters(), run.grad_clip)
         opt.step()
-        # 3. the discriminator's update: augmented reals against augmented reconstructions, R1
+        # 3. the discriminator's update: augmented reals against augmented reconstructions (and sampled decodes), R1
         parts["disc"] = objective.disc_step(x, x_hat, y, real_d, fake_d, step, autocast(device, run.bf16), fakes)
         # 4. log and checkpoint
         loop.end_step(step, lr, loss, parts)
