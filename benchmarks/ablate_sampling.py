@@ -88,12 +88,12 @@ for name in names:
     path = args.out / f"{name}{suffix}.json"
     fields = VARIANTS[name]
     sample = replace(SampleConfig(), **fields, refiner=not args.no_refiner)
-    fid = fid or FidScorer(None, args.ref_stats, None, torch.device("cpu"))
     if path.exists():                                           # finished; --own-floor may still add its floor
         row = json.loads(path.read_text())
         if not args.own_floor or args.no_refiner or row.get("floor_own"):
             continue
-    else:
+    fid = fid or FidScorer(None, args.ref_stats, None, torch.device("cpu"))
+    if not path.exists():
         row = score_samples(run.generate(labels, sample), labels, judge, fid)
         row.update(variant=name, **fields, refiner=not args.no_refiner)
     own = args.own_floor and not args.no_refiner

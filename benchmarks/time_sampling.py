@@ -18,8 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from catdog.run_dir import load_run  # noqa: E402
 from catdog.config import SampleConfig  # noqa: E402
+from catdog.run_dir import load_run  # noqa: E402
 from catdog.sample import generate_images  # noqa: E402
 
 
@@ -28,7 +28,7 @@ def main(folders: list[str], refiner_steps: int) -> None:
     for folder in folders:
         run = load_run(Path(folder))
         for name, refiner in (("refined", run.refiner), ("raw", None)):
-            generate_images(run.autoencoder, run.diffusion, labels[:8], refiner=refiner)
+            generate_images(run.autoencoder, run.diffusion, labels[:8], refiner=refiner, refiner_steps=refiner_steps)
             times = []
             for seed in range(3):
                 start = time.perf_counter()
