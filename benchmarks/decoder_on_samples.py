@@ -1,5 +1,6 @@
-"""The decoder stage trained also on what it sees at sampling time: its hinge term judges decodes of
-latents sampled from the run's prior too (issue 26, item 2), on top of the reconstructions.
+"""The decoder stage trained also on what it sees at sampling time: its hinge terms judge decodes of
+latents sampled from the run's prior too (issue 26, item 2), a mixture with the reconstructions at
+--sampled-weight : 1 (decoder_gan.py).
 
     git show 0a2e101:pretrained/autoencoder.safetensors > runs/ae_0a2e101.safetensors   # before its decoder stage
     python benchmarks/decoder_on_samples.py --run-dir runs/dec_sampled --decoder-train-steps 2000 \

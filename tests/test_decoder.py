@@ -104,9 +104,10 @@ def _restamp(path, **changes):
     save_weights(path, tensors, config, **{**meta, **changes})
 
 
-def test_sampled_latents_add_their_hinge_term_at_their_weight():
-    """Decodes of sampled latents (no paired target) add scale * weight * the generator's hinge loss on
-    them to the decoder's loss, and make half of the discriminator's fake term."""
+def test_sampled_decodes_share_the_hinge_terms_at_their_weight():
+    """With decodes of sampled latents (no paired target) the fakes are a mixture, reconstructions :
+    sampled decodes = 1 : w, in the decoder's hinge term and the discriminator's fake term, and the
+    adaptive weight is set on the mixture's term (the adversarial pull is shared, not doubled)."""
     config = override(TINY, {"decoder_disc_classes": True})
     torch.manual_seed(0)
     objective = DecoderObjective(config, current_world(), CPU)
@@ -116,22 +117,30 @@ def test_sampled_latents_add_their_hinge_term_at_their_weight():
     x_s.requires_grad_(True)
     y, y_s = torch.tensor([0, 1, 0, 1]), torch.tensor([1, 1, 0, 0])
     pair, fake, s_aug, s_aug_d = (draw_augment(4, g) for _ in range(4))
-    last = x_hat                                                  # any tensor the loss depends on
-    objective.decoder_loss(last, x_hat, x, y, pair, fake, step=0)  # sets the term weights and the scale
-    assert float(objective.scale) > 0
-    plain, _ = objective.decoder_loss(last, x_hat, x, y, pair, fake, step=1)
     fakes = Fakes(x_s, y_s, 0.5, s_aug, s_aug_d)
-    with_sampled, parts = objective.decoder_loss(last, x_hat, x, y, pair, fake, step=1, sampled=fakes)
-    expected = objective.scale * 0.5 * generator_hinge_loss(objective.disc(augment(x_s, s_aug), y_s))
-    torch.testing.assert_close(with_sampled - plain, expected)
-    assert float(parts["adv_sampled"]) == pytest.approx(float(expected.detach() / (0.5 * objective.scale)))
-    with_sampled.backward()
+    hinge = lambda images, aug, labels: generator_hinge_loss(objective.disc(augment(images, aug), labels))
+    mixture = lambda: (hinge(x_hat, fake, y) + 0.5 * hinge(x_s, s_aug, y_s)) / 1.5
+    # step 0 sets the term weights and the adaptive weight, here on the gradients at x_hat
+    objective.decoder_loss(x_hat, x_hat, x, y, pair, fake, step=0, sampled=fakes)
+    scale = objective.scale.clone()
+
+    def rec():                                                    # the loss without its hinge term
+        return objective.decoder_loss(x_hat, x_hat, x, y, pair, fake, step=1)[0] - scale * hinge(x_hat, fake, y)
+    g_rec, = torch.autograd.grad(rec(), x_hat)
+    g_adv, = torch.autograd.grad(mixture(), x_hat)
+    expected_scale = config.decoder.decoder_adv_weight * g_rec.norm() / (g_adv.norm() + 1e-4)
+    torch.testing.assert_close(objective.scale, expected_scale.detach())
+    # the loss: reconstruction terms + scale * the mixture's hinge term
+    loss, parts = objective.decoder_loss(x_hat, x_hat, x, y, pair, fake, step=1, sampled=fakes)
+    torch.testing.assert_close(loss, rec() + objective.scale * mixture())
+    torch.testing.assert_close(parts["adv_sampled"], hinge(x_s, s_aug, y_s).detach())
+    loss.backward()
     assert x_s.grad.abs().sum() > 0
-    # the discriminator: real term + the mean of the two fake terms
+    # the discriminator: real term + the same mixture of the two fake terms
     disc = copy.deepcopy(objective.disc)
     fake_term = lambda f, a, labels: F.relu(1 + disc(augment(f, a), labels)).mean()
     expected_d = (F.relu(1 - disc(augment(x, pair), y)).mean()
-                  + (fake_term(x_hat, fake, y) + fake_term(x_s, s_aug_d, y_s)) / 2)
+                  + (fake_term(x_hat, fake, y) + 0.5 * fake_term(x_s, s_aug_d, y_s)) / 1.5)
     got = objective.disc_step(x, x_hat, y, pair, fake, step=1, autocast=contextlib.nullcontext(), sampled=fakes)
     torch.testing.assert_close(got, expected_d.detach())
 

@@ -16,7 +16,9 @@ so the hinge term rewards images that show their class, not only sharp ones.
 
 Optionally the hinge term also judges decodes of latents *sampled from the prior* (they have no paired
 target, so only the adversarial term applies to them): the decoder then learns to make realistic images
-from the latents it is given at sampling time, not only from the encoder's.
+from the latents it is given at sampling time, not only from the encoder's. The fakes are then a mixture,
+reconstructions : sampled decodes = 1 : w, in both hinge terms, and the adaptive weight is set on the
+mixture's term, so the adversarial pull keeps its size and is shared, not added to.
 
 w_p and w_f are set on the first batch so that each term starts at the size of the pixel loss, then
 kept (they are part of the checkpoint). Only training uses this; the evaluation networks never do.
@@ -104,8 +106,9 @@ def disc_features(disc: PatchDiscriminator, x: torch.Tensor) -> list[torch.Tenso
 
 @dataclass
 class Fakes:
-    """Decodes x (B, 3, 32, 32) of latents sampled from the prior for classes y (B,), the weight of their
-    hinge term, and their augmentations for the decoder's term and the discriminator's."""
+    """Decodes x (B, 3, 32, 32) of latents sampled from the prior for classes y (B,), their weight in the
+    fakes' mixture (reconstructions weigh 1), and their augmentations for the decoder's term and the
+    discriminator's."""
     x: torch.Tensor
     y: torch.Tensor
     weight: float
@@ -133,8 +136,8 @@ class DecoderObjective:
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The decoder's loss on x_hat for targets x of classes y. `pair` augments x and x_hat alike
         (feature matching), `fake_aug` x_hat for the hinge term; `last_layer` is where the adaptive
-        weight compares gradients. `sampled` adds the hinge term on decodes of sampled latents, times
-        their weight. Returns (loss, its parts detached)."""
+        weight compares gradients. With `sampled` the hinge term is the weighted mean of the terms on
+        x_hat (1) and on the sampled decodes (their weight). Returns (loss, its parts detached)."""
         self.disc.requires_grad_(False)
         pixel, _ = reconstruction_loss(x_hat, x, self.ae_cfg.l1_weight)
         perceptual = self.rcnn.distance(x_hat, x)
@@ -147,6 +150,10 @@ class DecoderObjective:
                                             means["pixel"] / means["matching"].clamp_min(1e-8)]).detach())
         rec = pixel + self.weights[0] * perceptual + self.weights[1] * matching
         adv = generator_hinge_loss(self.disc(augment(x_hat, fake_aug), y))
+        parts = {"pixel": pixel, "perceptual": perceptual, "matching": matching, "adv": adv}
+        if sampled is not None:                                # the mixture's term
+            parts["adv_sampled"] = generator_hinge_loss(self.disc(augment(sampled.x, sampled.augment), sampled.y))
+            adv = (adv + sampled.weight * parts["adv_sampled"]) / (1 + sampled.weight)
         if step % ADAPTIVE_EVERY == 0:                         # VQGAN: adv gradient = weight x rec gradient
             g_rec, = torch.autograd.grad(rec, last_layer, retain_graph=True)
             g_adv, = torch.autograd.grad(adv, last_layer, retain_graph=True)
@@ -154,17 +161,13 @@ class DecoderObjective:
             weight = self.cfg.decoder_adv_weight * g["rec"].norm() / (g["adv"].norm() + 1e-4)
             self.scale.copy_(weight.clamp(0, 1e4).detach())
         loss = rec + self.scale * adv
-        parts = {"loss": loss, "pixel": pixel, "perceptual": perceptual, "matching": matching, "adv": adv,
-                 "adv_scale": self.scale}
-        if sampled is not None:
-            parts["adv_sampled"] = generator_hinge_loss(self.disc(augment(sampled.x, sampled.augment), sampled.y))
-            loss = parts["loss"] = loss + self.scale * sampled.weight * parts["adv_sampled"]
+        parts.update(loss=loss, adv_scale=self.scale)
         return loss, {k: v.detach().clone() for k, v in parts.items()}
 
     def disc_step(self, x: torch.Tensor, x_hat: torch.Tensor, y: torch.Tensor, real_aug: dict, fake_aug: dict,
                   step: int, autocast, sampled: Fakes | None = None) -> torch.Tensor:
         """One discriminator update: hinge loss on augmented real vs augmented (detached) fake images
-        (reconstructions, and with `sampled` also decodes of sampled latents, half the fake term each),
+        (reconstructions, and with `sampled` the weighted mean with the term on sampled decodes),
         plus the lazy R1 penalty on the augmented reals; returns its loss."""
         self.disc.requires_grad_(True)
         real = x.detach().requires_grad_(step % R1_EVERY == 0)
@@ -173,7 +176,8 @@ class DecoderObjective:
             real_logits = self.disc(augment(real, real_aug), y)
             fake = fake_loss(x_hat, fake_aug, y)
             if sampled is not None:
-                fake = (fake + fake_loss(sampled.x, sampled.augment_d, sampled.y)) / 2
+                w = sampled.weight
+                fake = (fake + w * fake_loss(sampled.x, sampled.augment_d, sampled.y)) / (1 + w)
             loss = F.relu(1 - real_logits).mean() + fake
         if step % R1_EVERY == 0:
             grad, = torch.autograd.grad(real_logits.float().mean((1, 2, 3)).sum(), real, create_graph=True)

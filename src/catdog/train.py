@@ -143,7 +143,8 @@ def train_decoder(config: Config, decoder: Decoder, latents: torch.Tensor, image
     """Fine-tune `decoder` (in place) on raw latents (N, latent_dim) of uint8 images (N, 32, 32, 3) of
     classes (N,) with the adversarial objective of decoder_gan.py; the encoder is not involved (its
     latents are given). `sampled`, raw latents (M, latent_dim) drawn from the prior and their classes
-    (M,), adds the hinge term on their decodes at `sampled_weight`. Returns the decoder in eval mode."""
+    (M,), makes their decodes part of the fakes at `sampled_weight` (reconstructions weigh 1). Returns
+    the decoder in eval mode."""
     cfg, run, world = config.decoder, config.run, current_world()
     torch.manual_seed(run.seed)                                   # the discriminator's initial weights
     decoder = decoder.to(device)
