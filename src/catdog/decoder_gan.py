@@ -14,19 +14,11 @@ for a GAN, with the data-efficient parts that make it pay at CPU lengths (docs/e
 With `decoder_disc_classes` the discriminator is a projection discriminator that also sees the class,
 so the hinge term rewards images that show their class, not only sharp ones.
 
-Optionally the hinge term also judges decodes of latents *sampled from the prior* (they have no paired
-target, so only the adversarial term applies to them): the decoder then learns to make realistic images
-from the latents it is given at sampling time, not only from the encoder's. The fakes are then a mixture,
-reconstructions : sampled decodes = 1 : w, in both hinge terms, and the adaptive weight is set on the
-mixture's term, so the adversarial pull keeps its size and is shared, not added to.
-
 w_p and w_f are set on the first batch so that each term starts at the size of the pixel loss, then
 kept (they are part of the checkpoint). Only training uses this; the evaluation networks never do.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -104,18 +96,6 @@ def disc_features(disc: PatchDiscriminator, x: torch.Tensor) -> list[torch.Tenso
     return features
 
 
-@dataclass
-class Fakes:
-    """Decodes x (B, 3, 32, 32) of latents sampled from the prior for classes y (B,), their weight in the
-    fakes' mixture (reconstructions weigh 1), and their augmentations for the decoder's term and the
-    discriminator's."""
-    x: torch.Tensor
-    y: torch.Tensor
-    weight: float
-    augment: dict
-    augment_d: dict
-
-
 class DecoderObjective:
     """The discriminator, its optimizer, the random CNN, the term weights and the adaptive weight:
     `decoder_loss` for the decoder's update, `disc_step` for the discriminator's, `state_dict` /
@@ -132,12 +112,10 @@ class DecoderObjective:
         self.scale = torch.zeros((), device=device)           # the adaptive weight
 
     def decoder_loss(self, last_layer: torch.Tensor, x_hat: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                     pair: dict, fake_aug: dict, step: int, sampled: Fakes | None = None
-                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                     pair: dict, fake_aug: dict, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The decoder's loss on x_hat for targets x of classes y. `pair` augments x and x_hat alike
         (feature matching), `fake_aug` x_hat for the hinge term; `last_layer` is where the adaptive
-        weight compares gradients. With `sampled` the hinge term is the weighted mean of the terms on
-        x_hat (1) and on the sampled decodes (their weight). Returns (loss, its parts detached)."""
+        weight compares gradients. Returns (loss, its parts detached)."""
         self.disc.requires_grad_(False)
         pixel, _ = reconstruction_loss(x_hat, x, self.ae_cfg.l1_weight)
         perceptual = self.rcnn.distance(x_hat, x)
@@ -150,10 +128,6 @@ class DecoderObjective:
                                             means["pixel"] / means["matching"].clamp_min(1e-8)]).detach())
         rec = pixel + self.weights[0] * perceptual + self.weights[1] * matching
         adv = generator_hinge_loss(self.disc(augment(x_hat, fake_aug), y))
-        parts = {"pixel": pixel, "perceptual": perceptual, "matching": matching, "adv": adv}
-        if sampled is not None:                                # the mixture's term
-            parts["adv_sampled"] = generator_hinge_loss(self.disc(augment(sampled.x, sampled.augment), sampled.y))
-            adv = (adv + sampled.weight * parts["adv_sampled"]) / (1 + sampled.weight)
         if step % ADAPTIVE_EVERY == 0:                         # VQGAN: adv gradient = weight x rec gradient
             g_rec, = torch.autograd.grad(rec, last_layer, retain_graph=True)
             g_adv, = torch.autograd.grad(adv, last_layer, retain_graph=True)
@@ -161,24 +135,19 @@ class DecoderObjective:
             weight = self.cfg.decoder_adv_weight * g["rec"].norm() / (g["adv"].norm() + 1e-4)
             self.scale.copy_(weight.clamp(0, 1e4).detach())
         loss = rec + self.scale * adv
-        parts.update(loss=loss, adv_scale=self.scale)
+        parts = {"loss": loss, "pixel": pixel, "perceptual": perceptual, "matching": matching, "adv": adv,
+                 "adv_scale": self.scale}
         return loss, {k: v.detach().clone() for k, v in parts.items()}
 
     def disc_step(self, x: torch.Tensor, x_hat: torch.Tensor, y: torch.Tensor, real_aug: dict, fake_aug: dict,
-                  step: int, autocast, sampled: Fakes | None = None) -> torch.Tensor:
-        """One discriminator update: hinge loss on augmented real vs augmented (detached) fake images
-        (reconstructions, and with `sampled` the weighted mean with the term on sampled decodes),
+                  step: int, autocast) -> torch.Tensor:
+        """One discriminator update: hinge loss on augmented real vs augmented (detached) fake images,
         plus the lazy R1 penalty on the augmented reals; returns its loss."""
         self.disc.requires_grad_(True)
         real = x.detach().requires_grad_(step % R1_EVERY == 0)
-        fake_loss = lambda fake, aug, labels: F.relu(1 + self.disc(augment(fake.detach(), aug), labels)).mean()
         with autocast:
             real_logits = self.disc(augment(real, real_aug), y)
-            fake = fake_loss(x_hat, fake_aug, y)
-            if sampled is not None:
-                w = sampled.weight
-                fake = (fake + w * fake_loss(sampled.x, sampled.augment_d, sampled.y)) / (1 + w)
-            loss = F.relu(1 - real_logits).mean() + fake
+            loss = F.relu(1 - real_logits).mean() + F.relu(1 + self.disc(augment(x_hat.detach(), fake_aug), y)).mean()
         if step % R1_EVERY == 0:
             grad, = torch.autograd.grad(real_logits.float().mean((1, 2, 3)).sum(), real, create_graph=True)
             loss = loss + R1_EVERY * self.cfg.decoder_r1_gamma / 2 * grad.pow(2).sum((1, 2, 3)).mean()

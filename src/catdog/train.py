@@ -20,7 +20,7 @@ from catdog.adversarial import AdversarialTerm
 from catdog.autoencoder import Decoder, SimpleAutoencoder
 from catdog.config import Config
 from catdog.data import random_crops, to_model_range
-from catdog.decoder_gan import DecoderObjective, Fakes, draw_augment, shard_augment
+from catdog.decoder_gan import DecoderObjective, draw_augment, shard_augment
 from catdog.device import autocast
 from catdog.diffusion import ConditionalDenoiseDiffusion, build_diffusion
 from catdog.distributed import current_world, loss_module
@@ -138,13 +138,10 @@ def held_out_loss(diffusion: ConditionalDenoiseDiffusion, z: torch.Tensor, y: to
 
 
 def train_decoder(config: Config, decoder: Decoder, latents: torch.Tensor, images, labels, state_path: Path,
-                  metrics_path: Path, device: torch.device,
-                  sampled: tuple[torch.Tensor, torch.Tensor] | None = None, sampled_weight: float = 1.0) -> Decoder:
+                  metrics_path: Path, device: torch.device) -> Decoder:
     """Fine-tune `decoder` (in place) on raw latents (N, latent_dim) of uint8 images (N, 32, 32, 3) of
     classes (N,) with the adversarial objective of decoder_gan.py; the encoder is not involved (its
-    latents are given). `sampled`, raw latents (M, latent_dim) drawn from the prior and their classes
-    (M,), makes their decodes part of the fakes at `sampled_weight` (reconstructions weigh 1). Returns
-    the decoder in eval mode."""
+    latents are given). Returns the decoder in eval mode."""
     cfg, run, world = config.decoder, config.run, current_world()
     torch.manual_seed(run.seed)                                   # the discriminator's initial weights
     decoder = decoder.to(device)
@@ -156,8 +153,6 @@ def train_decoder(config: Config, decoder: Decoder, latents: torch.Tensor, image
                         {"model": decoder, "optimizer": opt, "objective": objective}, generator, device)
     x_all, latents = to_model_range(images).to(device), latents.to(device)
     y_all = torch.as_tensor(labels, dtype=torch.long).to(device)
-    if sampled is not None:
-        sampled = (sampled[0].to(device), torch.as_tensor(sampled[1], dtype=torch.long).to(device))
     shard = world.shard(cfg.decoder_batch_size)
     last_layer = decoder.output_conv().weight
     decoder.train()
@@ -170,23 +165,17 @@ def train_decoder(config: Config, decoder: Decoder, latents: torch.Tensor, image
                                         for _ in range(4))
         idx, noise = idx[shard].to(device), noise[shard].to(device)
         x, y = x_all[idx], y_all[idx]
-        if sampled is not None:                                # and a batch of sampled latents, two augmentations
-            s_idx = batch_indices(len(sampled[0]), cfg.decoder_batch_size, step, run.seed + 1)
-            s_aug, s_aug_d = (shard_augment(draw_augment(len(s_idx), generator), shard, device) for _ in range(2))
-            s_idx = s_idx[shard].to(device)
         # 2. the decoder's loss and update (gradients averaged over ranks)
         with autocast(device, run.bf16):
             x_hat = decoder(latents[idx] + noise).float()
-            fakes = None if sampled is None else Fakes(decoder(sampled[0][s_idx]).float(), sampled[1][s_idx],
-                                                       sampled_weight, s_aug, s_aug_d)
-            loss, parts = objective.decoder_loss(last_layer, x_hat, x, y, pair, fake_g, step, fakes)
+            loss, parts = objective.decoder_loss(last_layer, x_hat, x, y, pair, fake_g, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         world.average_gradients(decoder)
         torch.nn.utils.clip_grad_norm_(decoder.parameters(), run.grad_clip)
         opt.step()
-        # 3. the discriminator's update: augmented reals against augmented reconstructions (and sampled decodes), R1
-        parts["disc"] = objective.disc_step(x, x_hat, y, real_d, fake_d, step, autocast(device, run.bf16), fakes)
+        # 3. the discriminator's update: augmented reals against augmented reconstructions, R1
+        parts["disc"] = objective.disc_step(x, x_hat, y, real_d, fake_d, step, autocast(device, run.bf16))
         # 4. log and checkpoint
         loop.end_step(step, lr, loss, parts)
     return decoder.eval()
