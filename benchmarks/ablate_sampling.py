@@ -37,7 +37,9 @@ VARIANTS = {                                     # name: SampleConfig fields (gu
     "ddim50_g6_interval0.5_10": {"guidance": 6.0, "guidance_interval": (0.5, 10.0)},
     "ddim50_g9_interval0.5_10": {"guidance": 9.0, "guidance_interval": (0.5, 10.0)},
     "ddim50_g3": {"guidance": 3.0},
+    "ddim50_g7.5": {"guidance": 7.5},
     "ddim50_g9": {"guidance": 9.0},
+    "ddim50_g9_seed1000": {"guidance": 9.0, "seed": 1000},       # other draws: batches seeded 1000, 1001, ...
     "ddim50_g12": {"guidance": 12.0},
     "ddim50_g9_refiner20": {"guidance": 9.0, "refiner_steps": 20},   # --own-floor: its own, else the run's
     "ddim200_g6": {"guidance": 6.0, "steps": 200},
